@@ -1,0 +1,65 @@
+//! # em-core
+//!
+//! The numerical core of entropy minimization (EM) for LLM reasoning
+//! (Agarwal et al., 2025, <https://arxiv.org/abs/2505.15134>): token entropy, its closed-form
+//! gradient, log-probabilities of chosen tokens, KL divergences and masked reductions, on any
+//! burn backend. Library code never names a backend: every function takes tensors that carry their
+//! [`Device`](burn::tensor::Device), and the backend is chosen by a cargo feature of the final
+//! binary (`flex` by default, `wgpu`, `cuda`).
+//!
+//! ## Quick start
+//!
+//! ```
+//! use burn::tensor::{Bool, Device, Tensor, TensorData};
+//! use em_core::{EntropyLossConfig, Reduction, entropy};
+//!
+//! let device = Device::default();
+//! // Two rows over a vocabulary of 3: a uniform one (H = ln 3) and a peaked one.
+//! let logits = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0, 0.0, 8.0, 0.0, 0.0], [2, 3]), &device);
+//! let h: Vec<f32> = entropy(logits.clone()).into_data().try_into_vec()?;
+//! assert!((h[0] - 3f32.ln()).abs() < 1e-6);
+//! assert!(h[1] < 0.01);
+//!
+//! // The EM-FT objective: masked token mean of the entropy of every response position.
+//! let loss = EntropyLossConfig::new().with_reduction(Reduction::TokenMean).init();
+//! let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![true, false], [1, 2]), &device);
+//! let value: f32 = loss.forward(logits.reshape([1, 2, 3]), mask).into_scalar();
+//! assert!((value - 3f32.ln()).abs() < 1e-6);
+//! # Ok::<(), burn::tensor::DataError>(())
+//! ```
+//!
+//! ## Map
+//! | module | what |
+//! |---|---|
+//! | [`entropy`](mod@entropy) | [`entropy`], [`token_entropy`], [`entropy_grad`] |
+//! | [`log_probs`] | [`token_log_probs`], [`log_sum_exp`] |
+//! | [`kl`] | [`kl_divergence`] (full distribution), [`k3_kl`] (sampled-token estimator) |
+//! | [`reduce`] | [`Reduction`], [`masked_reduce`] |
+//! | [`loss`] | [`EntropyLossConfig`] → [`EntropyLoss`], the EM-FT objective |
+//! | [`reference`] | f64 slice implementations, used as test oracles |
+//!
+//! ## Precision
+//! Every function computes in f32 when its input is f16, bf16 or flex32 (the result is f32), and
+//! keeps f64 input in f64. Logits of −∞ (masked vocabulary entries) are supported and contribute
+//! nothing; NaN or +∞ logits give NaN for their row (callers that sample check for it).
+//!
+//! ## Shapes
+//! All functions check ranks and sizes on entry and panic with a message naming both shapes
+//! (documented in each `# Panics` section): a mis-shaped tensor is a programming error, not
+//! input data.
+#![warn(missing_docs)]
+
+pub mod entropy;
+pub mod kl;
+pub mod log_probs;
+pub mod loss;
+pub mod reduce;
+pub mod reference;
+
+mod util;
+
+pub use entropy::{entropy, entropy_grad, token_entropy};
+pub use kl::{k3_kl, kl_divergence};
+pub use log_probs::{log_sum_exp, token_log_probs};
+pub use loss::{EntropyLoss, EntropyLossConfig};
+pub use reduce::{Reduction, masked_reduce};

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the system packages em's tests need, if they are missing:
+#   - Mesa's software Vulkan driver (lavapipe) and the Vulkan loader, so the wgpu backend runs on
+#     a machine without a GPU.
+# Idempotent and quiet when everything is present. Needs root (or sudo) only to install.
+set -euo pipefail
+
+have_lavapipe() {
+  ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
+    ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1
+}
+
+if have_lavapipe; then
+  exit 0
+fi
+
+packages=(mesa-vulkan-drivers libvulkan1)
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "setup: no apt-get here; install Mesa's lavapipe Vulkan driver and the Vulkan loader" \
+    "(Debian/Ubuntu: ${packages[*]}) with your package manager" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo="sudo"
+  else
+    echo "setup: installing ${packages[*]} needs root; run: apt-get install -y ${packages[*]}" >&2
+    exit 1
+  fi
+fi
+echo "setup: installing ${packages[*]} (software Vulkan for the wgpu tests)"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+have_lavapipe || { echo "setup: lavapipe still not found after installing ${packages[*]}" >&2; exit 1; }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README "Quick start"): installs what the tests need, then runs the whole
+# workspace's tests once, with the flex (CPU) and wgpu (here: Mesa lavapipe) backends compiled
+# into the same binaries, so every backend test runs on both from a single build.
+# Extra arguments go to the test runner, e.g. `scripts/test.sh -p em-core`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+# wgpu/Vulkan warn without a runtime dir; a private temporary one is enough.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  XDG_RUNTIME_DIR="$(mktemp -d)"
+  export XDG_RUNTIME_DIR
+fi
+features=(--workspace --features wgpu)
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run "${features[@]}" --no-fail-fast "$@"
+else
+  echo "test: cargo-nextest not found, using cargo test (install: cargo install cargo-nextest --locked)"
+  cargo test "${features[@]}" --no-fail-fast --lib --bins --tests "$@"
+fi
+# nextest does not run doc tests; they share the build above.
+cargo test "${features[@]}" --doc "$@"
