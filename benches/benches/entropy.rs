@@ -86,7 +86,9 @@ fn bench_entropy(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("{backend}/token_log_probs"));
         for rows in ROWS {
             let logits = random_logits(rows, VOCAB, 6, &device).reshape([1, rows, VOCAB]);
-            let ids: Vec<i64> = (0..rows as i64).map(|i| (i * 7919) % VOCAB as i64).collect();
+            let ids: Vec<i64> = (0..rows as i64)
+                .map(|i| (i * 7919) % VOCAB as i64)
+                .collect();
             let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, rows]), &device);
             group.throughput(Throughput::Elements((rows * VOCAB) as u64));
             group.bench_with_input(BenchmarkId::from_parameter(rows), &logits, |b, logits| {

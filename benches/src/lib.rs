@@ -4,13 +4,17 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Every backend compiled in, with its name for `"{backend}/{op}"` group names.
+#[allow(clippy::vec_init_then_push)] // one push per enabled feature
 pub fn backends() -> Vec<(&'static str, Device)> {
     #[allow(unused_mut)]
     let mut out = Vec::new();
     #[cfg(feature = "flex")]
     out.push(("flex", Device::flex()));
     #[cfg(feature = "wgpu")]
-    out.push(("wgpu", Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)));
+    out.push((
+        "wgpu",
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+    ));
     #[cfg(feature = "cuda")]
     out.push(("cuda", Device::cuda(0)));
     out

@@ -9,7 +9,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::util::{assert_vocab, shifted, to_compute};
+use crate::util::{assert_vocab, shifted, sum_last, to_compute};
 
 /// Entropy (in nats) of `softmax` over the last dimension, one value per row.
 ///
@@ -52,22 +52,29 @@ pub fn token_entropy(logits: Tensor<3>) -> Tensor<2> {
 /// If `vocab` is 0.
 pub fn entropy_grad(logits: Tensor<2>) -> Tensor<2> {
     assert_vocab("entropy_grad", logits.dims());
+    // p is taken as exp(log p) and H as ln s − Σ p·z', so `s` itself is never broadcast. The
+    // algebraically equal form that broadcasts both `s` (for e/s and Σ e·z'/s) and `ln s` was
+    // miscompiled by burn 0.22.1's CubeCL reduce-broadcast fusion on wgpu (a V = 2 row came
+    // out ~6x too large: the division by `s` read `ln s`); `tests/suite/gradients.rs` checks
+    // this path against f64 on every backend. H keeps the stable form: for a uniform row z' = 0
+    // and log p + H is exactly 0.
     let s = shifted(to_compute(logits));
-    let log_sum = s.sum.clone().log();
-    let entropy = log_sum.clone() - (s.exp.clone() * s.shifted.clone()).sum_dim(1) / s.sum.clone();
-    let probs = s.exp / s.sum;
-    let log_probs = s.shifted - log_sum;
+    let log_sum = s.sum.log();
+    let log_probs = s.shifted.clone() - log_sum.clone();
+    let probs = log_probs.clone().exp();
+    let entropy = log_sum - sum_last(probs.clone() * s.shifted);
     -(probs * (log_probs + entropy))
 }
 
 /// `[rows, vocab] → [rows, 1]` on compute-dtype logits.
 fn entropy_keepdim(logits: Tensor<2>) -> Tensor<2> {
     let s = shifted(logits);
-    let weighted = (s.exp * s.shifted).sum_dim(1);
+    let weighted = sum_last(s.exp * s.shifted);
     s.sum.clone().log() - weighted / s.sum
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use burn::tensor::{Device, TensorData};
@@ -82,21 +89,30 @@ mod tests {
 
     #[test]
     fn uniform_row_has_entropy_ln_v_and_zero_gradient() {
-        let h: Vec<f32> = entropy(rows(&[2.5; 8], 8)).into_data().try_into_vec().unwrap();
+        let h: Vec<f32> = entropy(rows(&[2.5; 8], 8))
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         assert!((h[0] - 8f32.ln()).abs() < 1e-6, "{h:?}");
-        let g: Vec<f32> = entropy_grad(rows(&[2.5; 8], 8)).into_data().try_into_vec().unwrap();
+        let g: Vec<f32> = entropy_grad(rows(&[2.5; 8], 8))
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         assert!(g.iter().all(|x| x.abs() < 1e-7), "{g:?}");
     }
 
     #[test]
     fn single_entry_vocabulary_has_zero_entropy() {
-        let h: Vec<f32> = entropy(rows(&[-3.0, 7.0], 1)).into_data().try_into_vec().unwrap();
+        let h: Vec<f32> = entropy(rows(&[-3.0, 7.0], 1))
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         assert_eq!(h, vec![0.0, 0.0]);
     }
 
     #[test]
     #[should_panic(expected = "vocabulary (last) dimension is empty, shape [3, 0]")]
     fn empty_vocabulary_is_rejected() {
-        let _ = entropy(rows(&[], 1).reshape([3, 0]));
+        let _ = entropy(Tensor::<2>::empty([3, 0], &Device::default()));
     }
 }

@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::util::{assert_same_shape, assert_vocab, shifted, to_compute};
+use crate::util::{assert_same_shape, assert_vocab, shifted, sum_last, to_compute};
 
 /// `KL(p_ref ‖ p) = Σ_j p_ref,j (log p_ref,j − log p_j)` per row, with `p_ref = softmax(reference_logits)`
 /// and `p = softmax(logits)`.
@@ -31,7 +31,7 @@ pub fn kl_divergence(reference_logits: Tensor<2>, logits: Tensor<2>) -> Tensor<1
     assert_vocab("kl_divergence", logits.dims());
     let reference = shifted(to_compute(reference_logits));
     let current = shifted(to_compute(logits));
-    let cross = (reference.exp * (reference.shifted - current.shifted)).sum_dim(1);
+    let cross = sum_last(reference.exp * (reference.shifted - current.shifted));
     let kl = cross / reference.sum.clone() - reference.sum.log() + current.sum.log();
     kl.clamp_min(0.0).squeeze_dim(1)
 }

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Int, Tensor};
 
-use crate::util::{assert_same_shape, assert_vocab, to_compute};
+use crate::util::{assert_same_shape, assert_vocab, sum_last, to_compute};
 
 /// `log Σ_j exp(z_j)` over the last dimension, kept as a size-1 dimension.
 ///
@@ -18,7 +18,7 @@ pub fn log_sum_exp<const D: usize>(logits: Tensor<D>) -> Tensor<D> {
     assert_vocab("log_sum_exp", logits.dims());
     let logits = to_compute(logits);
     let max = logits.clone().max_dim(D - 1).detach();
-    ((logits - max.clone()).exp().sum_dim(D - 1)).log() + max
+    sum_last((logits - max.clone()).exp()).log() + max
 }
 
 /// `log π(y_t)`: the log-probability that `softmax(logits[b, t])` gives to `ids[b, t]`.

@@ -34,7 +34,13 @@ pub fn softmax(logits: &[f64]) -> Vec<f64> {
 pub fn entropy(logits: &[f64]) -> f64 {
     log_softmax(logits)
         .into_iter()
-        .map(|lp| if lp == f64::NEG_INFINITY { 0.0 } else { -lp.exp() * lp })
+        .map(|lp| {
+            if lp == f64::NEG_INFINITY {
+                0.0
+            } else {
+                -lp.exp() * lp
+            }
+        })
         .sum()
 }
 
@@ -43,7 +49,13 @@ pub fn entropy_grad(logits: &[f64]) -> Vec<f64> {
     let h = entropy(logits);
     log_softmax(logits)
         .into_iter()
-        .map(|lp| if lp == f64::NEG_INFINITY { 0.0 } else { -lp.exp() * (lp + h) })
+        .map(|lp| {
+            if lp == f64::NEG_INFINITY {
+                0.0
+            } else {
+                -lp.exp() * (lp + h)
+            }
+        })
         .collect()
 }
 
@@ -60,7 +72,13 @@ pub fn kl_divergence(reference_logits: &[f64], logits: &[f64]) -> f64 {
     log_softmax(reference_logits)
         .into_iter()
         .zip(log_softmax(logits))
-        .map(|(lr, lq)| if lr == f64::NEG_INFINITY { 0.0 } else { lr.exp() * (lr - lq) })
+        .map(|(lr, lq)| {
+            if lr == f64::NEG_INFINITY {
+                0.0
+            } else {
+                lr.exp() * (lr - lq)
+            }
+        })
         .sum()
 }
 
@@ -84,8 +102,15 @@ pub fn k3_kl(log_prob: f64, ref_log_prob: f64) -> f64 {
 /// # Panics
 /// If `values` and `mask` differ in length or their length is not a multiple of `cols`.
 pub fn masked_reduce(values: &[f64], mask: &[bool], cols: usize, reduction: Reduction) -> f64 {
-    assert_eq!(values.len(), mask.len(), "reference::masked_reduce: lengths differ");
-    assert!(cols > 0 && values.len() % cols == 0, "reference::masked_reduce: bad cols");
+    assert_eq!(
+        values.len(),
+        mask.len(),
+        "reference::masked_reduce: lengths differ"
+    );
+    assert!(
+        cols > 0 && values.len().is_multiple_of(cols),
+        "reference::masked_reduce: bad cols"
+    );
     let mut total = 0.0;
     let mut tokens = 0usize;
     let mut sequences = 0usize;
@@ -124,6 +149,7 @@ pub fn central_difference(f: impl Fn(&[f64]) -> f64, x: &[f64], h: f64) -> Vec<f
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -145,7 +171,10 @@ mod tests {
     fn masked_entries_contribute_nothing() {
         let h = entropy(&[0.0, 0.0, f64::NEG_INFINITY]);
         assert!((h - 2f64.ln()).abs() < 1e-15);
-        assert_eq!(kl_divergence(&[0.0, f64::NEG_INFINITY], &[0.0, 0.0]), 2f64.ln());
+        assert_eq!(
+            kl_divergence(&[0.0, f64::NEG_INFINITY], &[0.0, 0.0]),
+            2f64.ln()
+        );
     }
 
     #[test]
@@ -160,7 +189,13 @@ mod tests {
         let mask = [true, true, false, false, false, false];
         assert_eq!(masked_reduce(&values, &mask, 3, Reduction::Sum), 3.0);
         assert_eq!(masked_reduce(&values, &mask, 3, Reduction::TokenMean), 1.5);
-        assert_eq!(masked_reduce(&values, &mask, 3, Reduction::SequenceMean), 3.0);
-        assert_eq!(masked_reduce(&values, &[false; 6], 3, Reduction::TokenMean), 0.0);
+        assert_eq!(
+            masked_reduce(&values, &mask, 3, Reduction::SequenceMean),
+            3.0
+        );
+        assert_eq!(
+            masked_reduce(&values, &[false; 6], 3, Reduction::TokenMean),
+            0.0
+        );
     }
 }

@@ -27,6 +27,7 @@ struct Args {
     steps: usize,
 }
 
+#[allow(clippy::print_stdout)] // printing the report is the point of the example
 fn main() -> Result<()> {
     let args = Args::parse();
     let device = Device::default();

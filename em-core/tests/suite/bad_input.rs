@@ -15,43 +15,71 @@ fn device() -> Device {
 }
 
 #[test]
-#[should_panic(expected = "em_core::token_log_probs: ids shape [2, 2] does not match logits [batch, seq] shape [2, 3]")]
+#[should_panic(
+    expected = "em_core::token_log_probs: ids shape [2, 2] does not match logits [batch, seq] shape [2, 3]"
+)]
 fn log_probs_ids_shape_mismatch() {
     let d = device();
-    let _ = token_log_probs(tensor3(&[0.0; 24], [2, 3, 4], &d), ids2(&[0; 4], [2, 2], &d));
+    let _ = token_log_probs(
+        tensor3(&[0.0; 24], [2, 3, 4], &d),
+        ids2(&[0; 4], [2, 2], &d),
+    );
 }
 
 #[test]
-#[should_panic(expected = "em_core::kl_divergence: reference_logits shape [2, 4] does not match logits shape [2, 5]")]
+#[should_panic(
+    expected = "em_core::kl_divergence: reference_logits shape [2, 4] does not match logits shape [2, 5]"
+)]
 fn kl_shape_mismatch() {
     let d = device();
-    let _ = kl_divergence(tensor2(&[0.0; 8], [2, 4], &d), tensor2(&[0.0; 10], [2, 5], &d));
+    let _ = kl_divergence(
+        tensor2(&[0.0; 8], [2, 4], &d),
+        tensor2(&[0.0; 10], [2, 5], &d),
+    );
 }
 
 #[test]
-#[should_panic(expected = "em_core::k3_kl: log_probs shape [1, 3] does not match ref_log_probs shape [3, 1]")]
+#[should_panic(
+    expected = "em_core::k3_kl: log_probs shape [1, 3] does not match ref_log_probs shape [3, 1]"
+)]
 fn k3_shape_mismatch() {
     let d = device();
-    let _ = k3_kl(tensor2(&[0.0; 3], [1, 3], &d), tensor2(&[0.0; 3], [3, 1], &d));
+    let _ = k3_kl(
+        tensor2(&[0.0; 3], [1, 3], &d),
+        tensor2(&[0.0; 3], [3, 1], &d),
+    );
 }
 
 #[test]
-#[should_panic(expected = "em_core::masked_reduce: values shape [2, 3] does not match mask shape [3, 2]")]
+#[should_panic(
+    expected = "em_core::masked_reduce: values shape [2, 3] does not match mask shape [3, 2]"
+)]
 fn mask_shape_mismatch() {
     let d = device();
-    let _ = masked_reduce(tensor2(&[0.0; 6], [2, 3], &d), mask2(&[true; 6], [3, 2], &d), Reduction::Sum);
+    let _ = masked_reduce(
+        tensor2(&[0.0; 6], [2, 3], &d),
+        mask2(&[true; 6], [3, 2], &d),
+        Reduction::Sum,
+    );
 }
 
 #[test]
-#[should_panic(expected = "em_core::EntropyLoss::forward: mask shape [2, 2] does not match logits [batch, seq] shape [2, 3]")]
+#[should_panic(
+    expected = "em_core::EntropyLoss::forward: mask shape [2, 2] does not match logits [batch, seq] shape [2, 3]"
+)]
 fn loss_mask_shape_mismatch() {
     let d = device();
     let loss = EntropyLossConfig::new().init();
-    let _ = loss.forward(tensor3(&[0.0; 24], [2, 3, 4], &d), mask2(&[true; 4], [2, 2], &d));
+    let _ = loss.forward(
+        tensor3(&[0.0; 24], [2, 3, 4], &d),
+        mask2(&[true; 4], [2, 2], &d),
+    );
 }
 
 #[test]
-#[should_panic(expected = "em_core::entropy: the vocabulary (last) dimension is empty, shape [2, 0]")]
+#[should_panic(
+    expected = "em_core::entropy: the vocabulary (last) dimension is empty, shape [2, 0]"
+)]
 fn empty_vocabulary_entropy() {
     let _ = entropy(burn::tensor::Tensor::<2>::empty([2, 0], &device()));
 }
@@ -63,7 +91,9 @@ fn empty_vocabulary_grad() {
 }
 
 #[test]
-#[should_panic(expected = "em_core::token_entropy: the vocabulary (last) dimension is empty, shape [1, 2, 0]")]
+#[should_panic(
+    expected = "em_core::token_entropy: the vocabulary (last) dimension is empty, shape [1, 2, 0]"
+)]
 fn empty_vocabulary_token_entropy() {
     let _ = token_entropy(burn::tensor::Tensor::<3>::empty([1, 2, 0], &device()));
 }

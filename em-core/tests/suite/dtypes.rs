@@ -12,17 +12,31 @@ fn half_precision_logits_are_computed_in_f32(b: &TestBackend) {
     let rows = rng.logits(4 * vocab, 3.0);
     for dtype in [FloatDType::F16, FloatDType::BF16] {
         if !b.device.supports_dtype(dtype) {
-            eprintln!("{}: skipping {dtype:?}: the device does not support it", b.name);
+            eprintln!(
+                "{}: skipping {dtype:?}: the device does not support it",
+                b.name
+            );
             continue;
         }
         let half = tensor2(&rows, [4, vocab], &b.device).cast(dtype);
         // The values the device actually holds, rounded to half precision.
         let stored = host(half.clone());
         let h = entropy(half.clone());
-        assert_eq!(h.dtype(), DType::F32, "{}: {dtype:?} entropy must come out in f32", b.name);
+        assert_eq!(
+            h.dtype(),
+            DType::F32,
+            "{}: {dtype:?} entropy must come out in f32",
+            b.name
+        );
         let want: Vec<f64> = stored.chunks(vocab).map(reference::entropy).collect();
         // Computed in f16 this would be off by ~1e-3 relative (an f16 ulp); in f32, ≤ 1e-5.
-        assert_close(&format!("{} {dtype:?} entropy", b.name), &host(h), &want, 2e-5, 1e-6);
+        assert_close(
+            &format!("{} {dtype:?} entropy", b.name),
+            &host(h),
+            &want,
+            2e-5,
+            1e-6,
+        );
 
         let ids = ids2(&[1, 2, 3, 4], [1, 4], &b.device);
         let lp = host(token_log_probs(half.reshape([1, 4, vocab]), ids));
@@ -31,7 +45,13 @@ fn half_precision_logits_are_computed_in_f32(b: &TestBackend) {
             .zip([1, 2, 3, 4])
             .map(|(r, id)| reference::token_log_prob(r, id))
             .collect();
-        assert_close(&format!("{} {dtype:?} log-probs", b.name), &lp, &want, 2e-5, 1e-5);
+        assert_close(
+            &format!("{} {dtype:?} log-probs", b.name),
+            &lp,
+            &want,
+            2e-5,
+            1e-5,
+        );
     }
 }
 
@@ -45,12 +65,21 @@ fn f64_logits_keep_f64_precision(b: &TestBackend) {
     let rows: Vec<f64> = (0..3 * vocab).map(|_| rng.normal() * 4.0).collect();
     let x = burn::tensor::Tensor::<2>::from_data(
         burn::tensor::TensorData::new(rows.clone(), [3, vocab]),
-        &b.device,
+        (&b.device, DType::F64),
     );
     let h = entropy(x);
     assert_eq!(h.dtype(), DType::F64, "{}", b.name);
     let want: Vec<f64> = rows.chunks(vocab).map(reference::entropy).collect();
-    assert_close(&format!("{} f64 entropy", b.name), &host(h), &want, 1e-12, 1e-13);
+    assert_close(
+        &format!("{} f64 entropy", b.name),
+        &host(h),
+        &want,
+        1e-12,
+        1e-13,
+    );
 }
 
-backend_tests!(half_precision_logits_are_computed_in_f32, f64_logits_keep_f64_precision);
+backend_tests!(
+    half_precision_logits_are_computed_in_f32,
+    f64_logits_keep_f64_precision
+);

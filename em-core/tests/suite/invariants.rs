@@ -26,8 +26,16 @@ fn wide_logits() -> impl Strategy<Value = Vec<f32>> {
     )
 }
 
-fn run<S: Strategy>(b: &TestBackend, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
-    let mut runner = TestRunner::new(Config { cases: CASES, failure_persistence: None, ..Config::default() });
+fn run<S: Strategy>(
+    b: &TestBackend,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    });
     if let Err(e) = runner.run(&strategy, test) {
         panic!("{}: {e}", b.name);
     }
@@ -59,12 +67,16 @@ fn entropy_is_shift_invariant(b: &TestBackend) {
 }
 
 fn entropy_is_permutation_invariant(b: &TestBackend) {
-    run(b, wide_logits().prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle())), |(row, perm)| {
-        let (h, hp) = (one(b, &row), one(b, &perm));
-        // Only the summation order changes: relative 1e-5 of the larger of H and 1.
-        prop_assert!((h - hp).abs() <= 1e-5 * h.abs().max(1.0), "{h} vs {hp}");
-        Ok(())
-    });
+    run(
+        b,
+        wide_logits().prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle())),
+        |(row, perm)| {
+            let (h, hp) = (one(b, &row), one(b, &perm));
+            // Only the summation order changes: relative 1e-5 of the larger of H and 1.
+            prop_assert!((h - hp).abs() <= 1e-5 * h.abs().max(1.0), "{h} vs {hp}");
+            Ok(())
+        },
+    );
 }
 
 fn kl_is_non_negative_and_zero_on_itself(b: &TestBackend) {
@@ -76,7 +88,10 @@ fn kl_is_non_negative_and_zero_on_itself(b: &TestBackend) {
         let n = p.len();
         let both = [p.clone(), p.clone()].concat();
         let other = [q, p].concat();
-        let kl = host(kl_divergence(tensor2(&both, [2, n], &b.device), tensor2(&other, [2, n], &b.device)));
+        let kl = host(kl_divergence(
+            tensor2(&both, [2, n], &b.device),
+            tensor2(&other, [2, n], &b.device),
+        ));
         prop_assert!(kl[0] >= 0.0, "KL = {}", kl[0]);
         prop_assert!(kl[1] == 0.0, "KL(p‖p) = {}", kl[1]);
         Ok(())

@@ -21,7 +21,11 @@ pub const QWEN_VOCAB: usize = 151_936;
 
 #[cfg(feature = "flex")]
 pub fn flex() -> TestBackend {
-    TestBackend { name: "flex", device: Device::flex(), max_vocab: QWEN_VOCAB }
+    TestBackend {
+        name: "flex",
+        device: Device::flex(),
+        max_vocab: QWEN_VOCAB,
+    }
 }
 
 #[cfg(feature = "wgpu")]
@@ -35,6 +39,8 @@ pub fn wgpu() -> TestBackend {
 
 /// Instantiates each listed `fn(&TestBackend)` once per enabled backend, as
 /// `flex::name` and `wgpu::name`, so every test reports (and fails) per backend.
+// Exported only within this test binary, where `crate` is the suite itself.
+#[allow(clippy::crate_in_macro_def)]
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -119,8 +125,49 @@ pub fn assert_close(what: &str, actual: &[f64], expected: &[f64], rtol: f64, ato
             continue;
         }
         let ok = a == e || (a - e).abs() <= atol + rtol * e.abs();
-        assert!(ok, "{what}[{i}]: got {a}, expected {e} (rtol {rtol}, atol {atol})");
+        assert!(
+            ok,
+            "{what}[{i}]: got {a}, expected {e} (rtol {rtol}, atol {atol})"
+        );
     }
+}
+
+/// Like [`assert_close`] with one absolute tolerance per entry.
+#[track_caller]
+pub fn assert_within(what: &str, actual: &[f64], expected: &[f64], tolerance: &[f64]) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    for (i, ((&a, &e), &t)) in actual.iter().zip(expected).zip(tolerance).enumerate() {
+        if e.is_nan() {
+            assert!(a.is_nan(), "{what}[{i}]: expected NaN, got {a}");
+            continue;
+        }
+        assert!(
+            a == e || (a - e).abs() <= t,
+            "{what}[{i}]: got {a}, expected {e} (tolerance {t:e})"
+        );
+    }
+}
+
+/// Per-entry tolerance for an entropy gradient `g_i = −p_i (log p_i + H)` computed in f32 from
+/// the logits `row`: `rtol·|g_i|` for the entry's own rounding plus `rtol·p_i·(1 + |log p_i| + H)`,
+/// because `log p_i` and `H` are each accurate to about `rtol·(1 + |value|)` in absolute terms
+/// and, where they nearly cancel, that absolute error is all that is left of the bracket.
+pub fn entropy_grad_tolerance(row: &[f64], rtol: f64) -> Vec<f64> {
+    let h = em_core::reference::entropy(row);
+    let grad = em_core::reference::entropy_grad(row);
+    em_core::reference::log_softmax(row)
+        .iter()
+        .zip(grad)
+        .map(|(&lp, g)| {
+            let p = lp.exp();
+            let bracket = if p > 0.0 {
+                p * (1.0 + lp.abs() + h)
+            } else {
+                0.0
+            };
+            rtol * (g.abs() + bracket) + 1e-12
+        })
+        .collect()
 }
 
 /// Largest absolute value, for tolerances relative to a vector's scale.
