@@ -57,7 +57,10 @@ pub enum DemoError {
 }
 
 fn to_vec<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, DemoError> {
-    tensor.into_data().try_into_vec_as::<f32>().map_err(DemoError::Data)
+    tensor
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(DemoError::Data)
 }
 
 /// Computes the entropy of `softmax(logits)`, its gradient (closed form and autodiff), and takes
@@ -86,7 +89,11 @@ pub fn entropy_demo(
     for step in 0..=steps {
         let tracked = z.clone().autodiff().require_grad();
         let grads = entropy(tracked.clone()).sum().backward();
-        let autodiff_grad = tracked.grad(&grads).map(to_vec).transpose()?.unwrap_or_default();
+        let autodiff_grad = tracked
+            .grad(&grads)
+            .map(to_vec)
+            .transpose()?
+            .unwrap_or_default();
         let grad = entropy_grad(z.clone());
         out.push(DemoStep {
             logits: to_vec(z.clone())?,
@@ -99,7 +106,11 @@ pub fn entropy_demo(
             z = z - grad * learning_rate;
         }
     }
-    Ok(DemoReport { device: format!("{device:?}"), steps: out, learning_rate })
+    Ok(DemoReport {
+        device: format!("{device:?}"),
+        steps: out,
+        learning_rate,
+    })
 }
 
 fn list(values: &[f32]) -> String {
@@ -110,18 +121,33 @@ fn list(values: &[f32]) -> String {
 impl fmt::Display for DemoReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "device: {}", self.device)?;
-        let Some(first) = self.steps.first() else { return Ok(()) };
+        let Some(first) = self.steps.first() else {
+            return Ok(());
+        };
         let max = (first.logits.len() as f32).ln();
         writeln!(f, "logits z          {}", list(&first.logits))?;
         writeln!(f, "p = softmax(z)    {}", list(&first.probs))?;
-        writeln!(f, "H(p)              {:.6} nats (max ln V = {max:.6})", first.entropy)?;
+        writeln!(
+            f,
+            "H(p)              {:.6} nats (max ln V = {max:.6})",
+            first.entropy
+        )?;
         writeln!(f, "dH/dz closed form {}", list(&first.grad))?;
         writeln!(f, "dH/dz autodiff    {}", list(&first.autodiff_grad))?;
         let mut line = String::new();
         for (i, step) in self.steps.iter().enumerate() {
-            let _ = write!(line, "{}step {i}: H = {:.6}", if i == 0 { "" } else { "\n" }, step.entropy);
+            let _ = write!(
+                line,
+                "{}step {i}: H = {:.6}",
+                if i == 0 { "" } else { "\n" },
+                step.entropy
+            );
         }
-        writeln!(f, "gradient descent on z, learning rate {}:", self.learning_rate)?;
+        writeln!(
+            f,
+            "gradient descent on z, learning rate {}:",
+            self.learning_rate
+        )?;
         writeln!(f, "{line}")?;
         if let Some(last) = self.steps.last() {
             writeln!(f, "final p           {}", list(&last.probs))?;
@@ -130,7 +156,30 @@ impl fmt::Display for DemoReport {
     }
 }
 
+/// The device of the backend this build enabled: `cuda` if compiled in, else `wgpu`, else
+/// `flex`. The backend is a cargo feature of the binary, never a runtime switch of the library.
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    return Device::cuda(0);
+    #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+    return Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    return Device::flex();
+}
+
+/// The name of the backend [`device`] returns.
+pub fn backend_name() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "wgpu") {
+        "wgpu"
+    } else {
+        "flex"
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -139,18 +188,31 @@ mod tests {
         let device = Device::default();
         let report = entropy_demo(&[2.0, 1.0, 0.5, 0.0, -1.0], 1.0, 3, &device).unwrap();
         let h: Vec<f32> = report.steps.iter().map(|s| s.entropy).collect();
-        assert!(h.windows(2).all(|w| w[1] < w[0]), "entropy must fall: {h:?}");
+        assert!(
+            h.windows(2).all(|w| w[1] < w[0]),
+            "entropy must fall: {h:?}"
+        );
         for step in &report.steps {
             for (a, c) in step.autodiff_grad.iter().zip(&step.grad) {
                 assert!((a - c).abs() <= 1e-6 + 1e-4 * c.abs(), "{a} vs {c}");
             }
-            let argmax = step.probs.iter().enumerate().fold(0, |m, (i, p)| if *p > step.probs[m] { i } else { m });
+            let argmax = step
+                .probs
+                .iter()
+                .enumerate()
+                .fold(0, |m, (i, p)| if *p > step.probs[m] { i } else { m });
             assert_eq!(argmax, 0);
         }
         // The first entropy against the closed form of this 5-point distribution.
         let z = [2.0f64, 1.0, 0.5, 0.0, -1.0];
         let s: f64 = z.iter().map(|v| v.exp()).sum();
-        let want: f64 = z.iter().map(|v| { let p = v.exp() / s; -p * p.ln() }).sum();
+        let want: f64 = z
+            .iter()
+            .map(|v| {
+                let p = v.exp() / s;
+                -p * p.ln()
+            })
+            .sum();
         assert!((f64::from(h[0]) - want).abs() < 1e-6);
         assert!(report.to_string().contains("step 3: H ="));
     }
@@ -158,11 +220,17 @@ mod tests {
     #[test]
     fn bad_arguments_are_typed_errors() {
         let device = Device::default();
-        assert!(matches!(entropy_demo(&[], 1.0, 1, &device), Err(DemoError::NoLogits)));
+        assert!(matches!(
+            entropy_demo(&[], 1.0, 1, &device),
+            Err(DemoError::NoLogits)
+        ));
         assert!(matches!(
             entropy_demo(&[1.0, f32::NAN], 1.0, 1, &device),
             Err(DemoError::NonFinite { index: 1, .. })
         ));
-        assert!(matches!(entropy_demo(&[1.0], -1.0, 1, &device), Err(DemoError::LearningRate(_))));
+        assert!(matches!(
+            entropy_demo(&[1.0], -1.0, 1, &device),
+            Err(DemoError::LearningRate(_))
+        ));
     }
 }

@@ -1,0 +1,104 @@
+//! Model forward speed: prefill of 128 tokens and one decode step (KV cache holding 128
+//! positions), for the tiny committed fixture on every backend, and for the real
+//! Qwen2.5-Coder-0.5B-Instruct (f32) on flex when `EM_QWEN_DIR` is set (see em-models' real
+//! tests).
+//!
+//! ```text
+//! cargo bench -p em-benches --bench model
+//! EM_QWEN_DIR=~/.cache/em/models cargo bench -p em-benches --bench model -- real
+//! cargo bench -p em-benches --bench model --features wgpu
+//! ```
+#![allow(missing_docs, clippy::unwrap_used)] // a bench that cannot load its model should stop loudly
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use em_models::{LoadOptions, Logits, Qwen2ForCausalLM};
+
+const PREFILL: usize = 128;
+
+fn ids(len: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
+    let values: Vec<i64> = (0..len)
+        .map(|i| ((i * 7919 + 13) % vocab.min(290)) as i64)
+        .collect();
+    Tensor::from_data(TensorData::new(values, [1, len]), device)
+}
+
+fn bench_model(
+    c: &mut Criterion,
+    group_prefix: &str,
+    label: &str,
+    model: &Qwen2ForCausalLM,
+    device: &Device,
+) {
+    let vocab = model.vocab_size;
+    let mut group = c.benchmark_group(format!("{group_prefix}/prefill"));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function(
+        BenchmarkId::from_parameter(format!("{label}_{PREFILL}")),
+        |b| {
+            b.iter(|| {
+                let mut cache = model.new_cache(1, PREFILL + 1);
+                let logits = model
+                    .forward(ids(PREFILL, vocab, device), &mut cache, Logits::Last)
+                    .unwrap();
+                logits.into_data()
+            })
+        },
+    );
+    group.finish();
+
+    let mut group = c.benchmark_group(format!("{group_prefix}/decode_step"));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    let mut cache = model.new_cache(1, PREFILL + 1);
+    model
+        .forward(ids(PREFILL, vocab, device), &mut cache, Logits::Last)
+        .unwrap();
+    group.bench_function(
+        BenchmarkId::from_parameter(format!("{label}_ctx{PREFILL}")),
+        |b| {
+            b.iter(|| {
+                // the same position each time: truncate back, then decode one token
+                cache.truncate(PREFILL).unwrap();
+                let logits = model
+                    .forward(ids(1, vocab, device), &mut cache, Logits::Last)
+                    .unwrap();
+                logits.into_data()
+            })
+        },
+    );
+    group.finish();
+}
+
+fn tiny(c: &mut Criterion) {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../em-models/tests/fixtures/qwen2-tied");
+    for (name, device) in em_benches::backends() {
+        let model = Qwen2ForCausalLM::from_dir(&dir, &device, &LoadOptions::default()).unwrap();
+        bench_model(c, name, "tiny", &model, &device);
+    }
+}
+
+fn real(c: &mut Criterion) {
+    let Some(root) = std::env::var_os("EM_QWEN_DIR") else {
+        eprintln!("real-model benches skipped: EM_QWEN_DIR is not set");
+        return;
+    };
+    let dir = PathBuf::from(root).join("qwen2.5-coder-0.5b-instruct-f32");
+    #[cfg(feature = "flex")]
+    {
+        let device = Device::flex();
+        let model = Qwen2ForCausalLM::from_dir(&dir, &device, &LoadOptions::default()).unwrap();
+        bench_model(c, "flex", "qwen2.5-0.5b-f32", &model, &device);
+    }
+    let _ = (c, dir);
+}
+
+criterion_group!(benches, tiny, real);
+criterion_main!(benches);

@@ -1,0 +1,326 @@
+//! The decoder-only transformer shared by Qwen2 and Llama. Struct and field names equal the
+//! Hugging Face checkpoint keys (`model.layers.3.self_attn.q_proj.weight`), so loading needs no
+//! key remapping.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
+
+use crate::cache::KvCache;
+use crate::config::{Architecture, Qwen2Config};
+use crate::error::Result;
+use crate::rope::{RotaryEmbedding, apply_rope};
+
+/// Which positions' logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Every position (`[batch, seq, vocab]`): training, scoring.
+    All,
+    /// Only the last position (`[batch, 1, vocab]`): decoding. The lm_head runs on one row per
+    /// sequence instead of all of them.
+    Last,
+}
+
+/// Root-mean-square layer norm with HF's parameter name (`weight`), computed in f32.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// Per-channel scale.
+    pub weight: Param<Tensor<1>>,
+    /// Epsilon added to the mean square.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// `x / sqrt(mean(x²) + eps) · weight`, in f32, returned in `x`'s dtype.
+    ///
+    /// # Shapes
+    /// `[..., hidden_size] → [..., hidden_size]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32);
+        let inv_rms = (x.clone().square().mean_dim(D - 1) + self.eps)
+            .sqrt()
+            .recip();
+        let weight = self.weight.val().cast(DType::F32).unsqueeze::<D>();
+        (x * inv_rms * weight).cast(dtype)
+    }
+}
+
+/// Grouped-query self-attention with RoPE.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection (`[hidden, heads·head_dim]` in burn's layout).
+    pub q_proj: Linear,
+    /// Key projection.
+    pub k_proj: Linear,
+    /// Value projection.
+    pub v_proj: Linear,
+    /// Output projection.
+    pub o_proj: Linear,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+}
+
+/// What a layer needs besides its input: RoPE tables and the attention mask.
+pub(crate) struct LayerInputs {
+    pub cos: Tensor<4>,
+    pub sin: Tensor<4>,
+    /// `[batch, 1, q, k]`, true = masked out; `None` = plain causal.
+    pub mask: Option<Tensor<4, Bool>>,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        inputs: &LayerInputs,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Tensor<3> {
+        let [batch, seq, _] = x.dims();
+        let heads =
+            |t: Tensor<3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
+        let q = heads(self.q_proj.forward(x.clone()), self.num_heads);
+        let k = heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
+        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let q = apply_rope(q, &inputs.cos, &inputs.sin);
+        let k = apply_rope(k, &inputs.cos, &inputs.sin);
+        let (k, v) = cache.append(layer, k, v);
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
+        let total = k.dims()[2];
+        let mask = inputs
+            .mask
+            .clone()
+            .map(|m| m.expand([batch, self.num_heads, seq, total]));
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: mask.is_none(),
+        };
+        let out = attention(q, k, v, mask, None, options);
+        let out = out
+            .swap_dims(1, 2)
+            .reshape([batch, seq, self.num_heads * self.head_dim]);
+        self.o_proj.forward(out)
+    }
+
+    /// `[b, kv_heads, s, d] → [b, heads, s, d]`: query head `i` uses kv head `i / (heads/kv_heads)`.
+    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
+        let rep = self.num_heads / self.num_kv_heads;
+        if rep == 1 {
+            return x;
+        }
+        let [b, kv, s, d] = x.dims();
+        x.unsqueeze_dim::<5>(2)
+            .expand([b, kv, rep, s, d])
+            .reshape([b, kv * rep, s, d])
+    }
+}
+
+/// The SwiGLU MLP: `down(silu(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Gate projection.
+    pub gate_proj: Linear,
+    /// Up projection.
+    pub up_proj: Linear,
+    /// Down projection.
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    /// # Shapes
+    /// `[batch, seq, hidden_size] → [batch, seq, hidden_size]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// One pre-norm decoder layer.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    /// Self-attention.
+    pub self_attn: Attention,
+    /// MLP.
+    pub mlp: Mlp,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        inputs: &LayerInputs,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Tensor<3> {
+        let h = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            inputs,
+            cache,
+            layer,
+        );
+        let x = x + h;
+        let h = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
+        x + h
+    }
+}
+
+/// The transformer body (`model.*` keys).
+#[derive(Module, Debug)]
+pub struct Qwen2Model {
+    /// Token embedding `[vocab_size, hidden_size]`.
+    pub embed_tokens: Embedding,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+}
+
+/// A Qwen2/Qwen2.5 or Llama causal LM: body plus `lm_head` (absent when tied to the embedding).
+///
+/// Qwen2 is Llama with q/k/v biases, so this one type serves both ([`LlamaForCausalLM`] is an
+/// alias); [`Architecture`] and the config decide the biases and the RoPE scaling.
+#[derive(Module, Debug)]
+pub struct Qwen2ForCausalLM {
+    /// The body.
+    pub model: Qwen2Model,
+    /// Output projection; `None` when tied to `model.embed_tokens`.
+    pub lm_head: Option<Linear>,
+    /// Embedding rows = logits width.
+    pub vocab_size: usize,
+    /// Longest context the model was trained for.
+    pub max_position_embeddings: usize,
+    /// RoPE inverse frequencies (f64, host).
+    pub inv_freq: Vec<f64>,
+}
+
+/// The Llama family runs on the same implementation (no bias, Llama-3 RoPE scaling from config).
+pub type LlamaForCausalLM = Qwen2ForCausalLM;
+
+impl Qwen2ForCausalLM {
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.model.embed_tokens.weight.device()
+    }
+
+    /// Decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
+        KvCache::new(self.num_layers(), batch, max_len)
+    }
+
+    /// Runs `ids` (`[batch, seq]`, following what `cache` holds) through the model and returns
+    /// f32 logits for every position or for the last one, appending keys/values to `cache`.
+    ///
+    /// Rows are left-padded as declared by [`KvCache::set_left_padding`]: padded positions are
+    /// masked out of attention, and the position of a token counts from its row's first real
+    /// token, so a padded row gives the logits it would give alone.
+    ///
+    /// # Shapes
+    /// `ids: [batch, seq]` → `[batch, seq, vocab_size]` ([`Logits::All`]) or
+    /// `[batch, 1, vocab_size]` ([`Logits::Last`]).
+    ///
+    /// # Errors
+    /// [`ModelError::ContextOverflow`](crate::ModelError::ContextOverflow) when the cache cannot
+    /// hold `seq` more positions; [`ModelError::Batch`](crate::ModelError::Batch) when the batch
+    /// differs from the cache's.
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Tensor<3>> {
+        let [batch, seq] = ids.dims();
+        cache.check_room(batch, seq)?;
+        let device = ids.device();
+        let start = cache.len();
+        let padding = cache.left_padding().to_vec();
+        let positions: Vec<Vec<usize>> = padding
+            .iter()
+            .map(|&pad| {
+                (start..start + seq)
+                    .map(|i| i.saturating_sub(pad))
+                    .collect()
+            })
+            .collect();
+        let rope = RotaryEmbedding::from_inv_freq(self.inv_freq.clone());
+        let (cos, sin) = rope.tables(&positions, &device);
+        let mask = padding
+            .iter()
+            .any(|&p| p > 0)
+            .then(|| padded_causal_mask(&padding, start, seq, &device));
+        let inputs = LayerInputs { cos, sin, mask };
+
+        let mut x = self.model.embed_tokens.forward(ids);
+        for (index, layer) in self.model.layers.iter().enumerate() {
+            x = layer.forward(x, &inputs, cache, index);
+        }
+        cache.advance(seq);
+        if logits == Logits::Last {
+            let hidden = x.dims()[2];
+            x = x.slice([0..batch, seq - 1..seq, 0..hidden]);
+        }
+        let x = self.model.norm.forward(x);
+        let out = match &self.lm_head {
+            Some(head) => head.forward(x),
+            // Tied head: (E · xᵀ)ᵀ with the embedding E `[vocab, hidden]` as stored, so the
+            // 136M-entry matrix is never transposed (a strided view of it is copied by the
+            // matmul on every call); only the small `[batch, hidden, seq]` side is.
+            None => self
+                .model
+                .embed_tokens
+                .weight
+                .val()
+                .unsqueeze::<3>()
+                .matmul(x.swap_dims(1, 2))
+                .swap_dims(1, 2),
+        };
+        Ok(out.cast(DType::F32))
+    }
+}
+
+/// `[batch, 1, seq, start + seq]`, true = masked: query at absolute slot `i` of row `b` sees key
+/// `j` iff `pad_b ≤ j ≤ i` (a padding query sees only itself, which keeps its softmax finite; its
+/// output is never used).
+pub(crate) fn padded_causal_mask(
+    padding: &[usize],
+    start: usize,
+    seq: usize,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let total = start + seq;
+    let mut data = Vec::with_capacity(padding.len() * seq * total);
+    for &pad in padding {
+        for t in 0..seq {
+            let i = start + t;
+            data.extend((0..total).map(|j| !((j >= pad && j <= i) || j == i)));
+        }
+    }
+    Tensor::from_data(
+        TensorData::new(data, [padding.len(), 1, seq, total]),
+        device,
+    )
+}
+
+/// Checks the config's architecture-dependent flags (used by the loader).
+pub(crate) fn biases(config: &Qwen2Config, arch: Architecture) -> (bool, bool) {
+    (config.qkv_bias(arch), config.o_bias(arch))
+}

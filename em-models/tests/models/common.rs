@@ -1,0 +1,100 @@
+//! Shared helpers: backends, fixture paths, host↔device conversion.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use em_models::{LoadOptions, Qwen2ForCausalLM};
+
+/// A backend under test.
+pub struct TestBackend {
+    pub name: &'static str,
+    pub device: Device,
+}
+
+#[cfg(feature = "flex")]
+pub fn flex() -> TestBackend {
+    TestBackend {
+        name: "flex",
+        device: Device::flex(),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+pub fn wgpu() -> TestBackend {
+    TestBackend {
+        name: "wgpu",
+        device: Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+    }
+}
+
+/// Instantiates each `fn(&TestBackend)` once per enabled backend (`flex::name`, `wgpu::name`).
+// Exported only within this test binary, where `crate` is the suite itself.
+#[allow(clippy::crate_in_macro_def)]
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "flex")]
+        mod flex {
+            $( #[test] fn $name() { super::$name(&crate::common::flex()) } )*
+        }
+        #[cfg(feature = "wgpu")]
+        mod wgpu {
+            $( #[test] fn $name() { super::$name(&crate::common::wgpu()) } )*
+        }
+    };
+}
+
+pub const FIXTURES: [&str; 3] = ["qwen2-tied", "qwen2-untied", "llama"];
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn golden() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixture("golden.json")).unwrap()).unwrap()
+}
+
+pub fn load(name: &str, device: &Device) -> Qwen2ForCausalLM {
+    Qwen2ForCausalLM::from_dir(fixture(name), device, &LoadOptions::default()).unwrap()
+}
+
+pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
+    let len = rows[0].len();
+    let flat: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| r.iter().map(|&i| i64::from(i)))
+        .collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), len]), device)
+}
+
+pub fn to_vec3(t: Tensor<3>) -> (Vec<f32>, [usize; 3]) {
+    let dims = t.dims();
+    (
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap(),
+        dims,
+    )
+}
+
+/// A copy of a fixture directory in a fresh temporary directory, for tests that damage it.
+pub fn scratch_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - y).abs())
+        .fold(0.0, f64::max)
+}

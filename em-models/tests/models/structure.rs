@@ -1,0 +1,224 @@
+//! Structure tests on the tiny fixtures: causality, KV-cache decoding equals the full forward,
+//! a left-padded batch equals each sequence alone, the last-position path equals the full one.
+
+use em_models::{Logits, ModelError};
+
+use crate::backend_tests;
+use crate::common::*;
+
+const IDS: [u32; 9] = [5, 77, 140, 3, 299, 18, 64, 120, 7];
+/// f32 vs f32 of the same math in another order (cache, padding, masks): agreement to ~1e-6 is
+/// observed; 1e-4 leaves room for backend reduction orders while catching any real error (a
+/// wrong position or mask moves logits by O(1)).
+const TOL: f64 = 1e-4;
+
+fn full(
+    model: &em_models::Qwen2ForCausalLM,
+    ids: &[u32],
+    b: &TestBackend,
+) -> (Vec<f32>, [usize; 3]) {
+    let mut cache = model.new_cache(1, ids.len());
+    to_vec3(
+        model
+            .forward(
+                ids_tensor(&[ids.to_vec()], &b.device),
+                &mut cache,
+                Logits::All,
+            )
+            .unwrap(),
+    )
+}
+
+fn as_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|x| f64::from(*x)).collect()
+}
+
+fn causality(b: &TestBackend) {
+    for name in FIXTURES {
+        let model = load(name, &b.device);
+        let (base, [_, t, v]) = full(&model, &IDS, b);
+        let mut changed = IDS;
+        changed[5] = 250;
+        let (other, _) = full(&model, &changed, b);
+        // positions 0..=4 cannot see token 5
+        let prefix = 5 * v;
+        assert!(
+            max_abs_diff(&other[..prefix], &as_f64(&base[..prefix])) == 0.0,
+            "{name}: future token leaked"
+        );
+        // and the change does matter from position 5 on (the test can fail)
+        assert!(
+            max_abs_diff(&other[prefix..t * v], &as_f64(&base[prefix..t * v])) > 1e-3,
+            "{name}"
+        );
+    }
+}
+
+fn cached_decode_equals_full_forward(b: &TestBackend) {
+    for name in FIXTURES {
+        let model = load(name, &b.device);
+        let (expected, [_, t, v]) = full(&model, &IDS, b);
+        // prefill 4 tokens, then a chunk of 2, then one at a time
+        let mut cache = model.new_cache(1, 16);
+        let mut got = Vec::new();
+        let mut pos = 0;
+        for chunk in [4, 2, 1, 1, 1] {
+            let ids = IDS[pos..pos + chunk].to_vec();
+            let (logits, _) = to_vec3(
+                model
+                    .forward(ids_tensor(&[ids], &b.device), &mut cache, Logits::All)
+                    .unwrap(),
+            );
+            got.extend(logits);
+            pos += chunk;
+        }
+        assert_eq!(pos, t);
+        assert_eq!(cache.len(), t);
+        let diff = max_abs_diff(&got, &as_f64(&expected));
+        assert!(diff <= TOL, "{}: {name} cached vs full: {diff:e}", b.name);
+        assert_eq!(got.len(), t * v);
+    }
+}
+
+fn last_position_path_equals_full(b: &TestBackend) {
+    let model = load("qwen2-untied", &b.device);
+    let (expected, [_, t, v]) = full(&model, &IDS, b);
+    let mut cache = model.new_cache(1, 16);
+    let (last, dims) = to_vec3(
+        model
+            .forward(
+                ids_tensor(&[IDS.to_vec()], &b.device),
+                &mut cache,
+                Logits::Last,
+            )
+            .unwrap(),
+    );
+    assert_eq!(dims, [1, 1, v]);
+    assert!(max_abs_diff(&last, &as_f64(&expected[(t - 1) * v..])) <= TOL);
+}
+
+fn left_padded_batch_equals_each_alone(b: &TestBackend) {
+    let pad = 0u32;
+    let short = IDS[..5].to_vec();
+    let long = IDS.to_vec();
+    for name in FIXTURES {
+        let model = load(name, &b.device);
+        let (alone_short, [_, _, v]) = full(&model, &short, b);
+        let (alone_long, _) = full(&model, &long, b);
+        let padding = long.len() - short.len();
+        let mut padded_short = vec![pad; padding];
+        padded_short.extend(&short);
+        let mut cache = model.new_cache(2, 16);
+        cache.set_left_padding(&[padding, 0]).unwrap();
+        let (batch, _) = to_vec3(
+            model
+                .forward(
+                    ids_tensor(&[padded_short, long.clone()], &b.device),
+                    &mut cache,
+                    Logits::All,
+                )
+                .unwrap(),
+        );
+        let row = long.len() * v;
+        let diff_short = max_abs_diff(&batch[padding * v..row], &as_f64(&alone_short));
+        let diff_long = max_abs_diff(&batch[row..], &as_f64(&alone_long));
+        assert!(
+            diff_short <= TOL && diff_long <= TOL,
+            "{}: {name}: {diff_short:e} {diff_long:e}",
+            b.name
+        );
+
+        // decoding one more token for both rows keeps agreeing
+        let next = [42u32, 43];
+        let (step, _) = to_vec3(
+            model
+                .forward(
+                    ids_tensor(&[vec![next[0]], vec![next[1]]], &b.device),
+                    &mut cache,
+                    Logits::Last,
+                )
+                .unwrap(),
+        );
+        let mut s = short.clone();
+        s.push(next[0]);
+        let mut l = long.clone();
+        l.push(next[1]);
+        let (alone_s, [_, ts, _]) = full(&model, &s, b);
+        let (alone_l, [_, tl, _]) = full(&model, &l, b);
+        let d0 = max_abs_diff(&step[..v], &as_f64(&alone_s[(ts - 1) * v..]));
+        let d1 = max_abs_diff(&step[v..], &as_f64(&alone_l[(tl - 1) * v..]));
+        assert!(
+            d0 <= TOL && d1 <= TOL,
+            "{}: {name} padded decode: {d0:e} {d1:e}",
+            b.name
+        );
+    }
+}
+
+fn context_overflow_is_an_error(b: &TestBackend) {
+    let model = load("qwen2-tied", &b.device);
+    let mut cache = model.new_cache(1, 4);
+    let err = model
+        .forward(
+            ids_tensor(&[IDS.to_vec()], &b.device),
+            &mut cache,
+            Logits::Last,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::ContextOverflow {
+                needed: 9,
+                capacity: 4
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        cache.is_empty(),
+        "a rejected forward must leave the cache untouched"
+    );
+    let err = model.forward(
+        ids_tensor(&[IDS[..3].to_vec(), IDS[..3].to_vec()], &b.device),
+        &mut cache,
+        Logits::Last,
+    );
+    assert!(matches!(err, Err(ModelError::Batch(_))));
+}
+
+fn truncate_and_redecode(b: &TestBackend) {
+    let model = load("llama", &b.device);
+    let (expected, [_, t, v]) = full(&model, &IDS, b);
+    let mut cache = model.new_cache(1, 16);
+    model
+        .forward(
+            ids_tensor(&[IDS.to_vec()], &b.device),
+            &mut cache,
+            Logits::Last,
+        )
+        .unwrap();
+    cache.truncate(t - 2).unwrap();
+    let (again, _) = to_vec3(
+        model
+            .forward(
+                ids_tensor(&[IDS[t - 2..].to_vec()], &b.device),
+                &mut cache,
+                Logits::All,
+            )
+            .unwrap(),
+    );
+    assert!(max_abs_diff(&again, &as_f64(&expected[(t - 2) * v..])) <= TOL);
+    assert!(cache.truncate(t + 1).is_err());
+    cache.reset();
+    assert!(cache.is_empty());
+}
+
+backend_tests!(
+    causality,
+    cached_decode_equals_full_forward,
+    last_position_path_equals_full,
+    left_padded_batch_equals_each_alone,
+    context_overflow_is_an_error,
+    truncate_and_redecode,
+);
