@@ -42,6 +42,8 @@
 //! Every function computes in f32 when its input is f16, bf16 or flex32 (the result is f32), and
 //! keeps f64 input in f64. Logits of −∞ (masked vocabulary entries) are supported and contribute
 //! nothing; NaN or +∞ logits give NaN for their row (callers that sample check for it).
+//! f64 needs a device with f64 transcendentals (flex, CUDA): on wgpu/Vulkan `exp` and `log` are
+//! 32-bit only, and f64 `exp` on Mesa's lavapipe returned garbage.
 //!
 //! ## Shapes
 //! All functions check ranks and sizes on entry and panic with a message naming both shapes

@@ -56,8 +56,14 @@ fn half_precision_logits_are_computed_in_f32(b: &TestBackend) {
 }
 
 fn f64_logits_keep_f64_precision(b: &TestBackend) {
-    if !b.device.supports_dtype(FloatDType::F64) {
-        eprintln!("{}: skipping f64: the device does not support it", b.name);
+    // wgpu reports f64 support, but Vulkan's GLSL.std.450 `Exp`/`Log` are defined for 16- and
+    // 32-bit floats only: on lavapipe an f64 `exp` returned denormals (~7.5e-312 for sums that
+    // should be ~1835), so f64 logits are a flex (and CUDA) feature; the README says so.
+    if b.name == "wgpu" || !b.device.supports_dtype(FloatDType::F64) {
+        eprintln!(
+            "{}: skipping f64: no f64 transcendentals on this device",
+            b.name
+        );
         return;
     }
     let vocab = 1000;
