@@ -1,0 +1,186 @@
+//! EM-INF: a few Adam steps on each decoding step's logits to lower their entropy
+//! (`../shared/docs/method.md` §3, following the released code).
+//!
+//! Per row of `[batch, vocab]` logits `z0` (fp32), with `p0 = softmax(z0)` fixed and a fresh Adam
+//! state (β1 0.9, β2 0.999, ε 1e-8, bias correction, no weight decay) at every call:
+//! up to `n_grad_steps` times, `H = entropy(softmax(z))`; **if `H < threshold` the row stops**
+//! (checked before the update, so a row that starts below the threshold is untouched); otherwise
+//! one Adam step on `loss = H + kl_weight · KL(p0 ‖ p)` with the closed-form gradient
+//! `∂loss/∂z = −p ⊙ (log p + H) + kl_weight · (p − p0)`. No autodiff graph is built.
+//!
+//! All rows are updated together on the device; only the `[batch]` entropies come back to the
+//! host each step (to apply the threshold, count steps and stop early when every row is done).
+
+use burn::tensor::{DType, FloatDType, Tensor};
+
+use crate::error::{InferError, Result};
+
+/// Hyperparameters of EM-INF. Defaults are the released code's: threshold 0.3, KL weight 0.05
+/// (the paper uses 0.001 for code tasks), learning rate 0.1, 3 gradient steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EmInfConfig {
+    /// A row whose (untempered) entropy falls below this, in nats, is not updated further.
+    pub threshold: f64,
+    /// Weight λ of `KL(p0 ‖ p)` in the loss.
+    pub kl_weight: f64,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Maximum number of Adam steps per decoding step; 0 makes EM-INF the identity.
+    pub n_grad_steps: usize,
+}
+
+impl Default for EmInfConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.3,
+            kl_weight: 0.05,
+            learning_rate: 0.1,
+            n_grad_steps: 3,
+        }
+    }
+}
+
+/// Adam's constants, fixed as in the released code (torch defaults).
+pub const ADAM_BETA1: f64 = 0.9;
+/// See [`ADAM_BETA1`].
+pub const ADAM_BETA2: f64 = 0.999;
+/// See [`ADAM_BETA1`].
+pub const ADAM_EPS: f64 = 1e-8;
+
+impl EmInfConfig {
+    /// Checks every field: finite, threshold ≥ 0, kl_weight ≥ 0, learning_rate > 0.
+    pub fn validate(&self) -> Result<()> {
+        let check = |field: &'static str, value: f64, ok: bool, rule: &'static str| {
+            if value.is_finite() && ok {
+                Ok(())
+            } else {
+                Err(InferError::InvalidConfig {
+                    field,
+                    value: value.to_string(),
+                    rule,
+                })
+            }
+        };
+        check(
+            "threshold",
+            self.threshold,
+            self.threshold >= 0.0,
+            "must be finite and ≥ 0",
+        )?;
+        check(
+            "kl_weight",
+            self.kl_weight,
+            self.kl_weight >= 0.0,
+            "must be finite and ≥ 0",
+        )?;
+        check(
+            "learning_rate",
+            self.learning_rate,
+            self.learning_rate > 0.0,
+            "must be finite and > 0",
+        )
+    }
+}
+
+/// The result of [`em_inf`]: the adjusted logits and, per row, how many Adam steps were taken.
+#[derive(Debug, Clone)]
+pub struct EmInfOutput {
+    /// `[batch, vocab]`, f32 (f64 if the input was f64).
+    pub logits: Tensor<2>,
+    /// Adam steps taken by each row (0 for rows that started below the threshold).
+    pub steps: Vec<usize>,
+    /// Each row's entropy before any update, in nats.
+    pub initial_entropy: Vec<f64>,
+}
+
+/// Applies EM-INF to a batch of next-token logits `[batch, vocab]` (see the module docs).
+///
+/// `step` is the decoding step, only used to name it in errors.
+///
+/// # Errors
+/// [`InferError::InvalidConfig`] for a bad config; [`InferError::NonFiniteLogits`] naming the
+/// decoding step and row when a row contains NaN or +∞ (−∞ entries, i.e. masked tokens, are
+/// fine as long as one entry per row is finite).
+pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<EmInfOutput> {
+    config.validate()?;
+    let [batch, vocab] = logits.dims();
+    if vocab == 0 {
+        return Err(InferError::EmptyVocabulary);
+    }
+    let z0 = match logits.dtype() {
+        DType::F64 | DType::F32 => logits,
+        _ => logits.cast(FloatDType::F32),
+    };
+    let initial_entropy = host_f64(em_core::entropy(z0.clone()))?;
+    if let Some(row) = initial_entropy.iter().position(|h| !h.is_finite()) {
+        return Err(InferError::NonFiniteLogits { step, row });
+    }
+    let mut steps = vec![0usize; batch];
+    if config.n_grad_steps == 0 {
+        return Ok(EmInfOutput {
+            logits: z0,
+            steps,
+            initial_entropy,
+        });
+    }
+
+    let device = z0.device();
+    let p0 = softmax(z0.clone());
+    let mut z = z0;
+    let mut m = z.zeros_like();
+    let mut v = z.zeros_like();
+    let mut active = vec![true; batch];
+    let mut entropy = initial_entropy.clone();
+    for t in 1..=config.n_grad_steps {
+        for (row, h) in entropy.iter().enumerate() {
+            active[row] = active[row] && *h >= config.threshold;
+        }
+        if !active.iter().any(|a| *a) {
+            break;
+        }
+        for (row, a) in active.iter().enumerate() {
+            steps[row] += usize::from(*a);
+        }
+        let p = softmax(z.clone());
+        let grad = em_core::entropy_grad(z.clone()) + (p - p0.clone()) * config.kl_weight;
+        m = m * ADAM_BETA1 + grad.clone() * (1.0 - ADAM_BETA1);
+        v = v * ADAM_BETA2 + grad.powi_scalar(2) * (1.0 - ADAM_BETA2);
+        let m_hat = m.clone() / (1.0 - ADAM_BETA1.powi(t as i32));
+        let v_hat = v.clone() / (1.0 - ADAM_BETA2.powi(t as i32));
+        let update = m_hat / (v_hat.sqrt() + ADAM_EPS) * config.learning_rate;
+        let update = if active.iter().all(|a| *a) {
+            update
+        } else {
+            let mask: Vec<f32> = active.iter().map(|a| if *a { 1.0 } else { 0.0 }).collect();
+            let mask = Tensor::<1>::from_floats(mask.as_slice(), &device)
+                .cast(z.dtype())
+                .unsqueeze_dim::<2>(1);
+            update * mask
+        };
+        z = z - update;
+        if t < config.n_grad_steps {
+            entropy = host_f64(em_core::entropy(z.clone()))?;
+            if let Some(row) = entropy.iter().position(|h| !h.is_finite()) {
+                return Err(InferError::NonFiniteLogits { step, row });
+            }
+        }
+    }
+    Ok(EmInfOutput {
+        logits: z,
+        steps,
+        initial_entropy,
+    })
+}
+
+/// `softmax` over the last dimension through em-core's blocked log-sum-exp.
+fn softmax(z: Tensor<2>) -> Tensor<2> {
+    let lse = em_core::log_sum_exp(z.clone());
+    (z - lse).exp()
+}
+
+pub(crate) fn host_f64(t: Tensor<1>) -> Result<Vec<f64>> {
+    t.into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .map_err(|e| InferError::Tensor(format!("{e:?}")))
+}

@@ -1,0 +1,327 @@
+//! EM-INF against three independent oracles: the numpy port of the released algorithm
+//! (`fixtures/em_inf_oracle.py`, regenerate with the command in its header), the f64 host twin
+//! `em_infer::reference::em_inf`, and a twin whose gradient comes from burn's autodiff through
+//! `em_core::entropy` + `em_core::kl_divergence` instead of the closed form.
+#![allow(clippy::unwrap_used)]
+
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
+use em_infer::{EmInfConfig, InferError, em_inf, reference};
+
+#[allow(clippy::vec_init_then_push)] // one push per enabled feature
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut out = Vec::new();
+    #[cfg(feature = "flex")]
+    out.push(("flex", Device::flex()));
+    #[cfg(feature = "wgpu")]
+    out.push((
+        "wgpu",
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+    ));
+    out
+}
+
+fn row_tensor(row: &[f32], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(row.to_vec(), [1, row.len()]), device)
+}
+
+fn host(t: Tensor<2>) -> Vec<f64> {
+    t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
+}
+
+struct Case {
+    config: EmInfConfig,
+    logits: Vec<f32>,
+    expected: Vec<f64>,
+    steps: usize,
+}
+
+fn golden() -> Vec<Case> {
+    let text = include_str!("fixtures/em_inf_golden.json");
+    let json: serde_json::Value = serde_json::from_str(text).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            config: EmInfConfig {
+                threshold: c["config"]["threshold"].as_f64().unwrap(),
+                kl_weight: c["config"]["kl_weight"].as_f64().unwrap(),
+                learning_rate: c["config"]["learning_rate"].as_f64().unwrap(),
+                n_grad_steps: c["config"]["n_grad_steps"].as_u64().unwrap() as usize,
+            },
+            logits: floats(&c["logits"]).iter().map(|x| *x as f32).collect(),
+            expected: floats(&c["expected"]),
+            steps: c["steps"].as_u64().unwrap() as usize,
+        })
+        .collect()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn f64_twin_matches_numpy_port() {
+    for (i, case) in golden().iter().enumerate() {
+        let row: Vec<f64> = case.logits.iter().map(|x| f64::from(*x)).collect();
+        let (z, steps) = reference::em_inf(&row, &case.config);
+        assert_eq!(steps, case.steps, "case {i}");
+        // Both f64, same operations in a different order: agreement to rounding, amplified
+        // where a gradient is itself rounding noise (the uniform row: |g| ~ 1e-17), since Adam
+        // moves such an entry by lr·g/(|g| + 1e-8), i.e. multiplies g's rounding by up to 1e7:
+        // ~1e-9 per step (measured 1.04e-8 after 15 steps on the uniform row).
+        let diff = max_diff(&z, &case.expected);
+        let tolerance = 2e-9 * case.config.n_grad_steps as f64;
+        assert!(diff < tolerance, "case {i}: {diff:e}");
+    }
+}
+
+#[cfg(feature = "flex")]
+#[test]
+fn f64_tensors_match_numpy_port() {
+    let device = Device::flex();
+    for (i, case) in golden().iter().enumerate() {
+        let x = row_tensor(&case.logits, &device).cast(FloatDType::F64);
+        let out = em_inf(x, &case.config, 0).unwrap();
+        assert_eq!(out.logits.dtype(), DType::F64);
+        assert_eq!(out.steps, vec![case.steps], "case {i}");
+        let diff = max_diff(&host(out.logits), &case.expected);
+        assert!(diff < 1e-9, "case {i}: {diff:e}");
+    }
+}
+
+/// In f32 every device agrees with the f64 numpy port to 1e-5, with the same step counts.
+/// Adam's first step moves each entry by lr·g/(|g| + ε) ≈ ±lr, a sign function of the
+/// gradient, so an entry whose gradient is within f32 rounding of 0 could flip; none of the
+/// fixed golden rows has one (the test would say which entry if that changed).
+#[test]
+fn f32_devices_match_numpy_port() {
+    for (name, device) in devices() {
+        for (i, case) in golden().iter().enumerate() {
+            let out = em_inf(row_tensor(&case.logits, &device), &case.config, 0).unwrap();
+            assert_eq!(out.logits.dtype(), DType::F32);
+            assert_eq!(out.steps, vec![case.steps], "{name} case {i}");
+            let got = host(out.logits);
+            for (j, (g, e)) in got.iter().zip(&case.expected).enumerate() {
+                assert!(
+                    (g - e).abs() <= 1e-5,
+                    "{name} case {i} entry {j}: {g} vs {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Rows of one batch are independent: the batched result equals each row alone (the f64
+/// twin), rows that start below the threshold are returned bit-for-bit, and the argmax never
+/// changes (the paper's Prop. 1).
+#[test]
+fn batch_rows_are_independent_and_keep_their_argmax() {
+    let config = EmInfConfig {
+        threshold: 0.8,
+        ..EmInfConfig::default()
+    };
+    let vocab = 300;
+    let mut state = 99u64;
+    let mut rows: Vec<Vec<f32>> = (0..5)
+        .map(|r| {
+            (0..vocab)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * (1.0 + 3.0 * r as f32)
+                })
+                .collect()
+        })
+        .collect();
+    rows[2] = vec![0.0; vocab];
+    rows[2][5] = 15.0; // H ≈ 1e-4: never updated
+    rows[4][17] = f32::NEG_INFINITY; // a masked token stays masked
+    let flat: Vec<f32> = rows.concat();
+    for (name, device) in devices() {
+        let x = Tensor::<2>::from_data(TensorData::new(flat.clone(), [5, vocab]), &device);
+        let out = em_inf(x, &config, 7).unwrap();
+        let got = host(out.logits);
+        for (r, row) in rows.iter().enumerate() {
+            let row64: Vec<f64> = row.iter().map(|x| f64::from(*x)).collect();
+            let (want, steps) = reference::em_inf(&row64, &config);
+            assert_eq!(out.steps[r], steps, "{name} row {r}");
+            let got_row = &got[r * vocab..(r + 1) * vocab];
+            if steps == 0 {
+                assert_eq!(
+                    got_row,
+                    row64.as_slice(),
+                    "{name} row {r} must be untouched"
+                );
+            }
+            for (j, (g, w)) in got_row.iter().zip(&want).enumerate() {
+                // f32 device vs f64: each Adam step moves an entry by lr·m̂/√v̂, a ratio of
+                // gradients whose f32 relative error reaches ~1e-4 on small entries (see
+                // em-core's gradient tolerances), so up to lr·1e-4 per step: 3e-5 over 3 steps.
+                let ok = (g.is_infinite() && g == w) || (g - w).abs() <= 3e-5;
+                assert!(ok, "{name} row {r} entry {j}: {g} vs {w}");
+            }
+            let argmax = |v: &[f64]| {
+                v.iter()
+                    .enumerate()
+                    .fold(0, |m, (i, x)| if *x > v[m] { i } else { m })
+            };
+            assert_eq!(
+                argmax(got_row),
+                argmax(&row64),
+                "{name} row {r}: argmax moved"
+            );
+        }
+        assert!(
+            out.steps[0] > 0 && out.steps[2] == 0,
+            "{name}: {:?}",
+            out.steps
+        );
+    }
+}
+
+/// The same loop with the gradient from burn's autodiff through `entropy + λ·KL(p0‖p)` (the
+/// paper's implementation builds this graph every step): agrees with the closed form to 1e-5.
+#[cfg(feature = "flex")]
+#[test]
+fn autodiff_twin_agrees() {
+    let device = Device::flex();
+    let config = EmInfConfig {
+        n_grad_steps: 5,
+        threshold: 0.1,
+        ..EmInfConfig::default()
+    };
+    for case in golden().iter().filter(|c| c.logits.len() >= 100) {
+        let z0 = row_tensor(&case.logits, &device);
+        let mut z = z0.clone();
+        let (mut m, mut v) = (z.zeros_like(), z.zeros_like());
+        let mut steps = 0;
+        for t in 1..=config.n_grad_steps {
+            let h = host(em_core::entropy(z.clone()).unsqueeze_dim::<2>(1))[0];
+            if h < config.threshold {
+                break;
+            }
+            let x = z.clone().autodiff().require_grad();
+            let loss = em_core::entropy(x.clone())
+                + em_core::kl_divergence(z0.clone().autodiff(), x.clone()) * config.kl_weight;
+            let grads = loss.sum().backward();
+            let g = x.grad(&grads).unwrap();
+            m = m * 0.9 + g.clone() * 0.1;
+            v = v * 0.999 + g.powi_scalar(2) * 0.001;
+            let m_hat = m.clone() / (1.0 - 0.9f64.powi(t as i32));
+            let v_hat = v.clone() / (1.0 - 0.999f64.powi(t as i32));
+            z = z - m_hat / (v_hat.sqrt() + 1e-8) * config.learning_rate;
+            steps += 1;
+        }
+        let out = em_inf(z0, &config, 0).unwrap();
+        assert_eq!(out.steps, vec![steps]);
+        let diff = max_diff(&host(out.logits), &host(z));
+        assert!(diff <= 1e-5, "autodiff twin differs by {diff:e}");
+    }
+}
+
+#[test]
+fn zero_steps_is_the_identity() {
+    let device = Device::default();
+    let row = [0.5f32, -1.0, 2.0, 0.25];
+    let config = EmInfConfig {
+        n_grad_steps: 0,
+        ..EmInfConfig::default()
+    };
+    let out = em_inf(row_tensor(&row, &device), &config, 0).unwrap();
+    assert_eq!(out.steps, vec![0]);
+    assert_eq!(
+        host(out.logits),
+        row.iter().map(|x| f64::from(*x)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn invalid_hyperparameters_are_typed_errors() {
+    let device = Device::default();
+    let bad = [
+        (
+            "threshold",
+            EmInfConfig {
+                threshold: -0.1,
+                ..EmInfConfig::default()
+            },
+        ),
+        (
+            "threshold",
+            EmInfConfig {
+                threshold: f64::NAN,
+                ..EmInfConfig::default()
+            },
+        ),
+        (
+            "kl_weight",
+            EmInfConfig {
+                kl_weight: -1.0,
+                ..EmInfConfig::default()
+            },
+        ),
+        (
+            "learning_rate",
+            EmInfConfig {
+                learning_rate: 0.0,
+                ..EmInfConfig::default()
+            },
+        ),
+        (
+            "learning_rate",
+            EmInfConfig {
+                learning_rate: f64::NAN,
+                ..EmInfConfig::default()
+            },
+        ),
+        (
+            "learning_rate",
+            EmInfConfig {
+                learning_rate: -0.1,
+                ..EmInfConfig::default()
+            },
+        ),
+    ];
+    for (field, config) in bad {
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(err, InferError::InvalidConfig { field: f, .. } if f == field),
+            "{err}"
+        );
+        let err = em_inf(row_tensor(&[1.0, 2.0], &device), &config, 0).unwrap_err();
+        assert!(matches!(err, InferError::InvalidConfig { .. }), "{err}");
+    }
+    assert!(EmInfConfig::default().validate().is_ok());
+}
+
+#[test]
+fn non_finite_logits_name_step_and_row() {
+    for (name, device) in devices() {
+        for poison in [f32::NAN, f32::INFINITY] {
+            let x = Tensor::<2>::from_data(
+                TensorData::new(vec![1.0, 2.0, 3.0, 0.5, poison, 1.0], [2, 3]),
+                &device,
+            );
+            let err = em_inf(x, &EmInfConfig::default(), 12).unwrap_err();
+            assert!(
+                matches!(err, InferError::NonFiniteLogits { step: 12, row: 1 }),
+                "{name} {poison}: {err}"
+            );
+        }
+        let masked = row_tensor(&[f32::NEG_INFINITY; 4], &device);
+        let err = em_inf(masked, &EmInfConfig::default(), 3).unwrap_err();
+        assert!(
+            matches!(err, InferError::NonFiniteLogits { step: 3, row: 0 }),
+            "{name}: {err}"
+        );
+    }
+}
