@@ -65,3 +65,4 @@ pub use kl::{k3_kl, kl_divergence};
 pub use log_probs::{log_sum_exp, token_log_probs};
 pub use loss::{EntropyLoss, EntropyLossConfig};
 pub use reduce::{Reduction, masked_reduce};
+pub use util::sum_last;

@@ -47,7 +47,7 @@ const SUM_BLOCK: usize = 256;
 /// (Qwen2.5's 151,936 = 1187 blocks of 128; the 1187 block sums = 4 blocks of 256 + a tail of
 /// 163). Rows whose length has no power-of-two factor ≥ 32 are split into a blocked prefix and a
 /// short tail.
-pub(crate) fn sum_last<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
+pub fn sum_last<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
     let dims = tensor.dims();
     let len = dims[D - 1];
     let mut out_dims = dims;

@@ -125,7 +125,10 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
     }
 
     let device = z0.device();
-    let p0 = softmax(z0.clone());
+    // One softmax per step serves the threshold check, the gradient and the next step:
+    // log p, p and H = −Σ p log p (as a [batch, 1] column on the device; a copy goes to the host).
+    let (mut log_p, mut p, mut h_col) = softmax_entropy(z0.clone());
+    let p0 = p.clone();
     let mut z = z0;
     let mut m = z.zeros_like();
     let mut v = z.zeros_like();
@@ -141,13 +144,13 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
         for (row, a) in active.iter().enumerate() {
             steps[row] += usize::from(*a);
         }
-        let p = softmax(z.clone());
-        let grad = em_core::entropy_grad(z.clone()) + (p - p0.clone()) * config.kl_weight;
+        // ∂H/∂z = −p ⊙ (log p + H); ∂KL(p0‖p)/∂z = p − p0.
+        let grad = -(p.clone() * (log_p + h_col)) + (p - p0.clone()) * config.kl_weight;
         m = m * ADAM_BETA1 + grad.clone() * (1.0 - ADAM_BETA1);
         v = v * ADAM_BETA2 + grad.powi_scalar(2) * (1.0 - ADAM_BETA2);
-        let m_hat = m.clone() / (1.0 - ADAM_BETA1.powi(t as i32));
-        let v_hat = v.clone() / (1.0 - ADAM_BETA2.powi(t as i32));
-        let update = m_hat / (v_hat.sqrt() + ADAM_EPS) * config.learning_rate;
+        let step_size = config.learning_rate / (1.0 - ADAM_BETA1.powi(t as i32));
+        let v_correction = (1.0 - ADAM_BETA2.powi(t as i32)).sqrt();
+        let update = m.clone() / (v.clone().sqrt() / v_correction + ADAM_EPS) * step_size;
         let update = if active.iter().all(|a| *a) {
             update
         } else {
@@ -158,11 +161,13 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
             update * mask
         };
         z = z - update;
-        if t < config.n_grad_steps {
-            entropy = host_f64(em_core::entropy(z.clone()))?;
-            if let Some(row) = entropy.iter().position(|h| !h.is_finite()) {
-                return Err(InferError::NonFiniteLogits { step, row });
-            }
+        if t == config.n_grad_steps {
+            break;
+        }
+        (log_p, p, h_col) = softmax_entropy(z.clone());
+        entropy = host_f64(h_col.clone().squeeze_dim(1))?;
+        if let Some(row) = entropy.iter().position(|h| !h.is_finite()) {
+            return Err(InferError::NonFiniteLogits { step, row });
         }
     }
     Ok(EmInfOutput {
@@ -172,10 +177,19 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
     })
 }
 
-/// `softmax` over the last dimension through em-core's blocked log-sum-exp.
-fn softmax(z: Tensor<2>) -> Tensor<2> {
-    let lse = em_core::log_sum_exp(z.clone());
-    (z - lse).exp()
+/// `(log p, p, H)` of `softmax(z)` over the last dimension, in em-core's stable form: with
+/// `z' = z − max z` (−∞ clamped to the lowest finite value) and `s = Σ exp z'`,
+/// `log p = z' − ln s` and `H = ln s − Σ p·z'` (a `[rows, 1]` column). For a uniform row
+/// `z' = 0`, so `log p + H` is exactly 0 and Adam, which turns any nonzero gradient into a
+/// ±lr step, leaves the row alone (`−Σ p log p` would leave rounding noise there).
+fn softmax_entropy(z: Tensor<2>) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+    let max = z.clone().max_dim(1);
+    let shifted = (z - max).clamp_min(f32::MIN);
+    let log_sum = em_core::sum_last(shifted.clone().exp()).log();
+    let log_p = shifted.clone() - log_sum.clone();
+    let p = log_p.clone().exp();
+    let h = log_sum - em_core::sum_last(p.clone() * shifted);
+    (log_p, p, h)
 }
 
 pub(crate) fn host_f64(t: Tensor<1>) -> Result<Vec<f64>> {
