@@ -2,21 +2,11 @@
 //! the command in its header) and the f64 host twin `em_infer::reference::adaptive_temperature`.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::devices;
+
 use burn::tensor::{Device, Tensor, TensorData};
 use em_infer::{AdaptiveTemperatureConfig, InferError, adaptive_temperature, reference};
-
-#[allow(clippy::vec_init_then_push)] // one push per enabled feature
-fn devices() -> Vec<(&'static str, Device)> {
-    let mut out = Vec::new();
-    #[cfg(feature = "flex")]
-    out.push(("flex", Device::flex()));
-    #[cfg(feature = "wgpu")]
-    out.push((
-        "wgpu",
-        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-    ));
-    out
-}
 
 struct Case {
     alpha: f64,

@@ -4,28 +4,14 @@
 //! `em_core::entropy` + `em_core::kl_divergence` instead of the closed form.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::{devices, host};
+
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use em_infer::{EmInfConfig, InferError, em_inf, reference};
 
-#[allow(clippy::vec_init_then_push)] // one push per enabled feature
-fn devices() -> Vec<(&'static str, Device)> {
-    let mut out = Vec::new();
-    #[cfg(feature = "flex")]
-    out.push(("flex", Device::flex()));
-    #[cfg(feature = "wgpu")]
-    out.push((
-        "wgpu",
-        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-    ));
-    out
-}
-
 fn row_tensor(row: &[f32], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(row.to_vec(), [1, row.len()]), device)
-}
-
-fn host(t: Tensor<2>) -> Vec<f64> {
-    t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
 }
 
 struct Case {
