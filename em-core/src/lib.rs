@@ -31,7 +31,7 @@
 //! ## Map
 //! | module | what |
 //! |---|---|
-//! | [`entropy`](mod@entropy) | [`entropy`], [`token_entropy`], [`entropy_grad`] |
+//! | [`entropy`](mod@entropy) | [`entropy`], [`token_entropy`], [`entropy_grad`], [`softmax_entropy`] |
 //! | [`log_probs`] | [`token_log_probs`], [`log_sum_exp`] |
 //! | [`kl`] | [`kl_divergence`] (full distribution), [`k3_kl`] (sampled-token estimator) |
 //! | [`reduce`] | [`Reduction`], [`masked_reduce`] |
@@ -60,7 +60,7 @@ pub mod reference;
 
 mod util;
 
-pub use entropy::{entropy, entropy_grad, token_entropy};
+pub use entropy::{SoftmaxEntropy, entropy, entropy_grad, softmax_entropy, token_entropy};
 pub use kl::{k3_kl, kl_divergence};
 pub use log_probs::{log_sum_exp, token_log_probs};
 pub use loss::{EntropyLoss, EntropyLossConfig};

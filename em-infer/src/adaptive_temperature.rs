@@ -9,7 +9,7 @@
 //! Rows are bisected together on the device; only the `[batch]` entropies come back each
 //! iteration, and rows that converged keep their τ.
 
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{InferError, Result};
 
@@ -94,18 +94,9 @@ pub fn adaptive_temperature(
     step: usize,
 ) -> Result<AdaptiveTemperatureOutput> {
     config.validate()?;
-    let [batch, vocab] = logits.dims();
-    if vocab == 0 {
-        return Err(InferError::EmptyVocabulary);
-    }
-    let z = match logits.dtype() {
-        DType::F64 | DType::F32 => logits,
-        _ => logits.cast(FloatDType::F32),
-    };
-    let h0 = crate::em_inf::host_f64(em_core::entropy(z.clone()))?;
-    if let Some(row) = h0.iter().position(|h| !h.is_finite()) {
-        return Err(InferError::NonFiniteLogits { step, row });
-    }
+    let z = crate::em_inf::compute_rows(logits)?;
+    let batch = z.dims()[0];
+    let h0 = crate::em_inf::finite_rows(em_core::entropy(z.clone()), step)?;
     let target: Vec<f64> = h0
         .iter()
         .map(|h| config.delta.max(config.alpha * h))
@@ -147,14 +138,8 @@ pub fn adaptive_temperature(
 
 /// `z[r, :] / tau[r]`.
 fn divide_rows(z: Tensor<2>, tau: &[f64], device: &burn::tensor::Device) -> Tensor<2> {
-    let inverse: Vec<f32> = tau.iter().map(|t| (1.0 / t) as f32).collect();
-    let dtype = z.dtype();
-    let scale = if dtype == DType::F64 {
-        let inverse: Vec<f64> = tau.iter().map(|t| 1.0 / t).collect();
-        Tensor::<1>::from_data(burn::tensor::TensorData::new(inverse, [tau.len()]), device)
-            .cast(FloatDType::F64)
-    } else {
-        Tensor::<1>::from_floats(inverse.as_slice(), device)
-    };
+    let inverse: Vec<f64> = tau.iter().map(|t| 1.0 / t).collect();
+    let scale =
+        Tensor::<1>::from_data(TensorData::new(inverse, [tau.len()]), device).cast(z.dtype());
     z * scale.unsqueeze_dim::<2>(1)
 }

@@ -103,18 +103,12 @@ pub struct EmInfOutput {
 /// fine as long as one entry per row is finite).
 pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<EmInfOutput> {
     config.validate()?;
-    let [batch, vocab] = logits.dims();
-    if vocab == 0 {
-        return Err(InferError::EmptyVocabulary);
-    }
-    let z0 = match logits.dtype() {
-        DType::F64 | DType::F32 => logits,
-        _ => logits.cast(FloatDType::F32),
-    };
-    let initial_entropy = host_f64(em_core::entropy(z0.clone()))?;
-    if let Some(row) = initial_entropy.iter().position(|h| !h.is_finite()) {
-        return Err(InferError::NonFiniteLogits { step, row });
-    }
+    let z0 = compute_rows(logits)?;
+    let batch = z0.dims()[0];
+    // One softmax per step (log p, p and the [batch, 1] entropy column) serves the threshold
+    // check, the gradient and, after the update, the next step; only the entropies come back.
+    let mut parts = em_core::softmax_entropy(z0.clone());
+    let initial_entropy = finite_rows(parts.entropy.clone(), step)?;
     let mut steps = vec![0usize; batch];
     if config.n_grad_steps == 0 {
         return Ok(EmInfOutput {
@@ -123,12 +117,8 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
             initial_entropy,
         });
     }
-
     let device = z0.device();
-    // One softmax per step serves the threshold check, the gradient and the next step:
-    // log p, p and H = −Σ p log p (as a [batch, 1] column on the device; a copy goes to the host).
-    let (mut log_p, mut p, mut h_col) = softmax_entropy(z0.clone());
-    let p0 = p.clone();
+    let p0 = parts.probs.clone();
     let mut z = z0;
     let mut m = z.zeros_like();
     let mut v = z.zeros_like();
@@ -145,7 +135,8 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
             steps[row] += usize::from(*a);
         }
         // ∂H/∂z = −p ⊙ (log p + H); ∂KL(p0‖p)/∂z = p − p0.
-        let grad = -(p.clone() * (log_p + h_col)) + (p - p0.clone()) * config.kl_weight;
+        let grad = -(parts.probs.clone() * (parts.log_probs + parts.entropy))
+            + (parts.probs - p0.clone()) * config.kl_weight;
         m = m * ADAM_BETA1 + grad.clone() * (1.0 - ADAM_BETA1);
         v = v * ADAM_BETA2 + grad.powi_scalar(2) * (1.0 - ADAM_BETA2);
         let step_size = config.learning_rate / (1.0 - ADAM_BETA1.powi(t as i32));
@@ -164,11 +155,8 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
         if t == config.n_grad_steps {
             break;
         }
-        (log_p, p, h_col) = softmax_entropy(z.clone());
-        entropy = host_f64(h_col.clone().squeeze_dim(1))?;
-        if let Some(row) = entropy.iter().position(|h| !h.is_finite()) {
-            return Err(InferError::NonFiniteLogits { step, row });
-        }
+        parts = em_core::softmax_entropy(z.clone());
+        entropy = finite_rows(parts.entropy.clone(), step)?;
     }
     Ok(EmInfOutput {
         logits: z,
@@ -177,22 +165,29 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
     })
 }
 
-/// `(log p, p, H)` of `softmax(z)` over the last dimension, in em-core's stable form: with
-/// `z' = z − max z` (−∞ clamped to the lowest finite value) and `s = Σ exp z'`,
-/// `log p = z' − ln s` and `H = ln s − Σ p·z'` (a `[rows, 1]` column). For a uniform row
-/// `z' = 0`, so `log p + H` is exactly 0 and Adam, which turns any nonzero gradient into a
-/// ±lr step, leaves the row alone (`−Σ p log p` would leave rounding noise there).
-fn softmax_entropy(z: Tensor<2>) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
-    let max = z.clone().max_dim(1);
-    let shifted = (z - max).clamp_min(f32::MIN);
-    let log_sum = em_core::sum_last(shifted.clone().exp()).log();
-    let log_p = shifted.clone() - log_sum.clone();
-    let p = log_p.clone().exp();
-    let h = log_sum - em_core::sum_last(p.clone() * shifted);
-    (log_p, p, h)
+/// Checks the vocabulary and promotes half-precision logits to f32 (f32 and f64 stay), the
+/// dtype every em-core kernel computes in.
+pub(crate) fn compute_rows(logits: Tensor<2>) -> Result<Tensor<2>> {
+    if logits.dims()[1] == 0 {
+        return Err(InferError::EmptyVocabulary);
+    }
+    Ok(match logits.dtype() {
+        DType::F64 | DType::F32 => logits,
+        _ => logits.cast(FloatDType::F32),
+    })
 }
 
-pub(crate) fn host_f64(t: Tensor<1>) -> Result<Vec<f64>> {
+/// Reads a per-row quantity (`[rows]` or `[rows, 1]`) to the host and names the first
+/// non-finite row: NaN/+∞ logits, or a row with nothing finite, make its entropy non-finite.
+pub(crate) fn finite_rows<const D: usize>(values: Tensor<D>, step: usize) -> Result<Vec<f64>> {
+    let values = host_f64(values)?;
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(row) => Err(InferError::NonFiniteLogits { step, row }),
+        None => Ok(values),
+    }
+}
+
+pub(crate) fn host_f64<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>> {
     t.into_data()
         .convert::<f64>()
         .try_to_vec::<f64>()

@@ -166,13 +166,7 @@ impl Checkpoint {
         device: &Device,
         dtype: DType,
     ) -> Result<Tensor<D>> {
-        let values = self.read_f32(name, &shape)?;
-        let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), device);
-        Ok(if dtype == DType::F32 {
-            tensor
-        } else {
-            tensor.cast(dtype)
-        })
+        Ok(upload(self.read_f32(name, &shape)?, shape, device, dtype))
     }
 
     /// A Linear from HF's `[out, in]` weight (burn keeps `[in, out]`) and an optional bias.
@@ -190,12 +184,7 @@ impl Checkpoint {
         // model decoded at 0.7 tok/s, ~1.4 s per step of which ~1.2 s were those copies).
         let name = format!("{prefix}.weight");
         let values = transpose_host(&self.read_f32(&name, &[d_out, d_in])?, d_out, d_in);
-        let weight = Tensor::<2>::from_data(TensorData::new(values, [d_in, d_out]), device);
-        let weight = if dtype == DType::F32 {
-            weight
-        } else {
-            weight.cast(dtype)
-        };
+        let weight = upload(values, [d_in, d_out], device, dtype);
         let bias = if bias {
             Some(Param::from_tensor(self.tensor(
                 &format!("{prefix}.bias"),
@@ -268,68 +257,22 @@ impl Qwen2ForCausalLM {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let p = format!("model.layers.{l}");
+            let linear = |name: &str, d_in: usize, d_out: usize, bias: bool| {
+                ckpt.linear(&format!("{p}.{name}"), d_in, d_out, bias, device, dtype)
+            };
             let self_attn = Attention {
-                q_proj: ckpt.linear(
-                    &format!("{p}.self_attn.q_proj"),
-                    hidden,
-                    heads * head_dim,
-                    qkv_bias,
-                    device,
-                    dtype,
-                )?,
-                k_proj: ckpt.linear(
-                    &format!("{p}.self_attn.k_proj"),
-                    hidden,
-                    kv_heads * head_dim,
-                    qkv_bias,
-                    device,
-                    dtype,
-                )?,
-                v_proj: ckpt.linear(
-                    &format!("{p}.self_attn.v_proj"),
-                    hidden,
-                    kv_heads * head_dim,
-                    qkv_bias,
-                    device,
-                    dtype,
-                )?,
-                o_proj: ckpt.linear(
-                    &format!("{p}.self_attn.o_proj"),
-                    heads * head_dim,
-                    hidden,
-                    o_bias,
-                    device,
-                    dtype,
-                )?,
+                q_proj: linear("self_attn.q_proj", hidden, heads * head_dim, qkv_bias)?,
+                k_proj: linear("self_attn.k_proj", hidden, kv_heads * head_dim, qkv_bias)?,
+                v_proj: linear("self_attn.v_proj", hidden, kv_heads * head_dim, qkv_bias)?,
+                o_proj: linear("self_attn.o_proj", heads * head_dim, hidden, o_bias)?,
                 num_heads: heads,
                 num_kv_heads: kv_heads,
                 head_dim,
             };
             let mlp = Mlp {
-                gate_proj: ckpt.linear(
-                    &format!("{p}.mlp.gate_proj"),
-                    hidden,
-                    inter,
-                    false,
-                    device,
-                    dtype,
-                )?,
-                up_proj: ckpt.linear(
-                    &format!("{p}.mlp.up_proj"),
-                    hidden,
-                    inter,
-                    false,
-                    device,
-                    dtype,
-                )?,
-                down_proj: ckpt.linear(
-                    &format!("{p}.mlp.down_proj"),
-                    inter,
-                    hidden,
-                    false,
-                    device,
-                    dtype,
-                )?,
+                gate_proj: linear("mlp.gate_proj", hidden, inter, false)?,
+                up_proj: linear("mlp.up_proj", hidden, inter, false)?,
+                down_proj: linear("mlp.down_proj", inter, hidden, false)?,
             };
             layers.push(DecoderLayer {
                 self_attn,
@@ -373,6 +316,21 @@ impl Qwen2ForCausalLM {
             max_position_embeddings: config.max_position_embeddings,
             inv_freq: RotaryEmbedding::new(config).inv_freq().to_vec(),
         })
+    }
+}
+
+/// Host f32 values to a device tensor of `shape` in the runtime `dtype`.
+fn upload<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+    dtype: DType,
+) -> Tensor<D> {
+    let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), device);
+    if dtype == DType::F32 {
+        tensor
+    } else {
+        tensor.cast(dtype)
     }
 }
 

@@ -100,14 +100,21 @@ fn main() -> Result<()> {
 
     print!("{text}");
     let mut generated = Vec::new();
-    let mut printed = String::new();
+    // Streaming detokenisation over a short window: `generated[prefix..read]` is text already
+    // printed, kept only as left context (byte-level BPE can merge across token boundaries),
+    // so each token costs a decode of a few tokens, not of everything generated so far.
+    let (mut prefix, mut read) = (0usize, 0usize);
     let t1 = Instant::now();
     while generated.len() < args.max_new_tokens {
         generated.push(next);
-        let so_far = tok.decode(&generated, false)?;
-        print!("{}", &so_far[printed.len().min(so_far.len())..]);
-        std::io::stdout().flush()?;
-        printed = so_far;
+        let before = tok.decode(&generated[prefix..read], false)?;
+        let after = tok.decode(&generated[prefix..], false)?;
+        let fresh = after.get(before.len()..).unwrap_or_default();
+        if !fresh.is_empty() && !fresh.ends_with('\u{FFFD}') {
+            print!("{fresh}");
+            std::io::stdout().flush()?;
+            (prefix, read) = (read, generated.len());
+        }
         if tok.eos_ids().contains(&next) || generated.len() == args.max_new_tokens {
             break;
         }
