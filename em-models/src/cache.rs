@@ -1,7 +1,7 @@
 //! A pre-allocated key/value cache: per layer one `[batch, kv_heads, max_len, head_dim]` buffer
 //! for keys and one for values, written in place as tokens arrive.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{ModelError, Result};
 
@@ -118,6 +118,47 @@ impl KvCache {
             )));
         }
         self.len = len;
+        Ok(())
+    }
+
+    /// Keeps only the batch rows listed in `rows` (in that order), dropping the others' keys,
+    /// values and padding, so that later forward passes run on the smaller batch. A generator
+    /// calls this when some sequences have finished.
+    ///
+    /// # Errors
+    /// [`ModelError::Batch`] if `rows` is empty, names a row twice or a row outside the batch.
+    pub fn retain_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let mut seen = vec![false; self.batch];
+        for &row in rows {
+            if row >= self.batch || std::mem::replace(&mut seen[row], true) {
+                return Err(ModelError::Batch(format!(
+                    "cannot retain rows {rows:?} of a batch of {}",
+                    self.batch
+                )));
+            }
+        }
+        if rows.is_empty() {
+            return Err(ModelError::Batch(
+                "retaining no rows would leave an empty batch".into(),
+            ));
+        }
+        if rows.len() == self.batch && rows.iter().enumerate().all(|(i, r)| i == *r) {
+            return Ok(());
+        }
+        let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        for layer in &mut self.layers {
+            for buffer in [&mut layer.keys, &mut layer.values] {
+                if let Some(b) = buffer.take() {
+                    let index = Tensor::<1, Int>::from_data(
+                        TensorData::new(index.clone(), [index.len()]),
+                        &b.device(),
+                    );
+                    *buffer = Some(b.select(0, index));
+                }
+            }
+        }
+        self.left_padding = rows.iter().map(|&r| self.left_padding[r]).collect();
+        self.batch = rows.len();
         Ok(())
     }
 

@@ -155,6 +155,58 @@ fn left_padded_batch_equals_each_alone(b: &TestBackend) {
     }
 }
 
+/// Dropping rows from a padded batch's cache (what a generator does when sequences finish):
+/// the kept rows, in their new order, decode exactly as each sequence alone.
+fn retained_rows_decode_as_each_alone(b: &TestBackend) {
+    let model = load("qwen2-tied", &b.device);
+    let rows = [IDS[..4].to_vec(), IDS[..7].to_vec(), IDS.to_vec()];
+    let width = IDS.len();
+    let padding: Vec<usize> = rows.iter().map(|r| width - r.len()).collect();
+    let padded: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|r| {
+            let mut p = vec![0u32; width - r.len()];
+            p.extend(r);
+            p
+        })
+        .collect();
+    let mut cache = model.new_cache(3, 16);
+    cache.set_left_padding(&padding).unwrap();
+    model
+        .forward(ids_tensor(&padded, &b.device), &mut cache, Logits::Last)
+        .unwrap();
+    // keep sequences 2 and 0, in that order
+    cache.retain_rows(&[2, 0]).unwrap();
+    assert_eq!(cache.batch(), 2);
+    assert_eq!(cache.left_padding(), &[padding[2], padding[0]]);
+    let next = [11u32, 12];
+    let (step, [_, _, v]) = to_vec3(
+        model
+            .forward(
+                ids_tensor(&[vec![next[0]], vec![next[1]]], &b.device),
+                &mut cache,
+                Logits::Last,
+            )
+            .unwrap(),
+    );
+    for (i, (seq, token)) in [(&rows[2], next[0]), (&rows[0], next[1])]
+        .into_iter()
+        .enumerate()
+    {
+        let mut ids = seq.clone();
+        ids.push(token);
+        let (alone, [_, t, _]) = full(&model, &ids, b);
+        let d = max_abs_diff(&step[i * v..(i + 1) * v], &as_f64(&alone[(t - 1) * v..]));
+        assert!(d <= TOL, "{}: kept row {i}: {d:e}", b.name);
+    }
+    for bad in [&[][..], &[0, 0][..], &[2][..]] {
+        assert!(
+            matches!(cache.retain_rows(bad), Err(ModelError::Batch(_))),
+            "{bad:?}"
+        );
+    }
+}
+
 fn context_overflow_is_an_error(b: &TestBackend) {
     let model = load("qwen2-tied", &b.device);
     let mut cache = model.new_cache(1, 4);
@@ -219,6 +271,7 @@ backend_tests!(
     cached_decode_equals_full_forward,
     last_position_path_equals_full,
     left_padded_batch_equals_each_alone,
+    retained_rows_decode_as_each_alone,
     context_overflow_is_an_error,
     truncate_and_redecode,
 );
