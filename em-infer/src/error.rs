@@ -1,9 +1,12 @@
 //! The error type of em-infer.
 
+use std::path::PathBuf;
+
 use thiserror::Error;
 
 /// Everything em-infer can fail with; each variant names what was wrong.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum InferError {
     /// A hyperparameter outside its domain, rejected when the config is used.
     #[error("invalid config: {field} = {value} ({rule})")]
@@ -26,6 +29,56 @@ pub enum InferError {
     /// Logits with an empty vocabulary dimension.
     #[error("logits have an empty vocabulary dimension")]
     EmptyVocabulary,
+    /// A prompt with no tokens (there is nothing to condition the first token on).
+    #[error("prompt {row} is empty")]
+    EmptyPrompt {
+        /// The prompt's index in the batch.
+        row: usize,
+    },
+    /// A prompt that leaves no room for a generated token in the model's context.
+    #[error(
+        "prompt {row} has {len} tokens, the model's context holds {context}: no room to generate"
+    )]
+    PromptTooLong {
+        /// The prompt's index in the batch.
+        row: usize,
+        /// Its length in tokens.
+        len: usize,
+        /// The model's `max_position_embeddings`.
+        context: usize,
+    },
+    /// A token id outside the model's vocabulary.
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenOutOfVocabulary {
+        /// The id.
+        id: u32,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// Batch sizes that do not agree (logits vs sampler, prompts vs rows, ...).
+    #[error("batch mismatch: {0}")]
+    Batch(String),
+    /// A malformed `generation_config.json`.
+    #[error("{}: {message}", path.display())]
+    GenerationConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A logits processor failed.
+    #[error("logits processor `{name}` failed at decoding step {step}: {message}")]
+    Processor {
+        /// The processor's name.
+        name: String,
+        /// The decoding step.
+        step: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// The model failed (context overflow, batch mismatch, ...).
+    #[error(transparent)]
+    Model(#[from] em_models::ModelError),
     /// Reading a tensor back to the host failed.
     #[error("tensor read-back failed: {0}")]
     Tensor(String),

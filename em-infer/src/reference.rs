@@ -57,3 +57,67 @@ pub fn adaptive_temperature(logits: &[f64], config: &AdaptiveTemperatureConfig) 
     }
     tau
 }
+
+/// The distribution [`crate::Sampler`] draws from, computed the textbook way in f64: penalise
+/// the `seen` tokens (repetition penalty), divide by the temperature (greedy: 1), softmax, then
+/// **sort** the probabilities descending and cut by rank (top-k: the first k, ties with the k-th
+/// kept), by cumulative sum (top-p: the shortest prefix whose sum reaches `top_p` of what top-k
+/// kept, ties with its last entry kept) and by ratio to the maximum (min-p); renormalise.
+/// Returns the probabilities (0 outside the kept set).
+pub fn sampling_distribution(
+    logits: &[f64],
+    sampling: &crate::Sampling,
+    seen: &[usize],
+) -> Vec<f64> {
+    use em_core::reference::softmax;
+    let mut z = logits.to_vec();
+    if sampling.repetition_penalty != 1.0 {
+        for &id in seen {
+            z[id] = if z[id] > 0.0 {
+                z[id] / sampling.repetition_penalty
+            } else {
+                z[id] * sampling.repetition_penalty
+            };
+        }
+    }
+    let t = if sampling.is_greedy() {
+        1.0
+    } else {
+        sampling.temperature
+    };
+    let p = softmax(&z.iter().map(|x| x / t).collect::<Vec<_>>());
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
+    let mut keep = vec![true; p.len()];
+    if sampling.top_k > 0 && sampling.top_k < p.len() {
+        let cut = p[order[sampling.top_k - 1]];
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k = p[i] >= cut;
+        }
+    }
+    if sampling.top_p < 1.0 {
+        let total: f64 = (0..p.len()).filter(|i| keep[*i]).map(|i| p[i]).sum();
+        let mut sum = 0.0;
+        let mut cut = 0.0;
+        for &i in order.iter().filter(|i| keep[**i]) {
+            sum += p[i];
+            cut = p[i];
+            if sum >= sampling.top_p * total {
+                break;
+            }
+        }
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k = *k && p[i] >= cut;
+        }
+    }
+    if sampling.min_p > 0.0 {
+        let max = p[order[0]];
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k = *k && p[i] >= sampling.min_p * max;
+        }
+    }
+    let total: f64 = (0..p.len()).filter(|i| keep[*i]).map(|i| p[i]).sum();
+    (0..p.len())
+        .map(|i| if keep[i] { p[i] / total } else { 0.0 })
+        .collect()
+}

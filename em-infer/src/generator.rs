@@ -1,0 +1,451 @@
+//! Batched generation over any [`CausalLm`]: left-padded prompts, one KV cache, a logits
+//! processor chain, a seeded [`Sampler`], per-row stopping and a streaming callback.
+//!
+//! Each decoding step runs the model on the rows still going (finished rows are dropped from the
+//! KV cache and the sampler, so they stop costing compute), computes the entropy of the model's
+//! own distribution, applies the processors (EM-INF, adaptive temperature, closures), draws one
+//! token per row and reads back `[rows, 4]` values — token, its log-prob, the entropy of the
+//! distribution it was drawn from, the model's entropy — in one host sync.
+
+use burn::tensor::{Int, Tensor, TensorData};
+use em_models::{CausalLm, Logits, Tokenizer};
+
+use crate::error::{InferError, Result};
+use crate::processor::{LogitsProcessor, StepContext};
+use crate::sampling::{Sampler, Sampling};
+
+/// How to generate. Defaults: 256 new tokens, plain sampling at temperature 1, seed 42, the
+/// tokenizer's EOS ids, no stop strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateConfig {
+    /// New tokens per row at most.
+    pub max_new_tokens: usize,
+    /// How tokens are chosen.
+    pub sampling: Sampling,
+    /// Seed of the per-row random streams; the same seed gives the same tokens on the same
+    /// backend.
+    pub seed: u64,
+    /// One seed per prompt, overriding `seed`: row `i` then draws from a stream that depends on
+    /// `row_seeds[i]` only, not on its position in the batch (e.g. a seed per problem id, so a
+    /// resumed evaluation samples what an uninterrupted one would). Empty = derive from `seed`.
+    pub row_seeds: Vec<u64>,
+    /// Generation stops when the output text contains one of these; the text is cut before it.
+    pub stop_strings: Vec<String>,
+    /// Token ids that end a row (kept in `tokens`, not in `text`); `None` = the tokenizer's
+    /// (`generation_config.json`, `config.json`, `tokenizer_config.json`).
+    pub eos_ids: Option<Vec<u32>>,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 256,
+            sampling: Sampling::default(),
+            seed: 42,
+            row_seeds: Vec::new(),
+            stop_strings: Vec::new(),
+            eos_ids: None,
+        }
+    }
+}
+
+impl GenerateConfig {
+    /// Checks `max_new_tokens > 0`, non-empty stop strings and the sampling parameters.
+    ///
+    /// # Errors
+    /// [`InferError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_new_tokens == 0 {
+            return Err(InferError::InvalidConfig {
+                field: "max_new_tokens",
+                value: "0".into(),
+                rule: "must be > 0",
+            });
+        }
+        if self.stop_strings.iter().any(String::is_empty) {
+            return Err(InferError::InvalidConfig {
+                field: "stop_strings",
+                value: format!("{:?}", self.stop_strings),
+                rule: "must not contain an empty string",
+            });
+        }
+        self.sampling.validate()
+    }
+}
+
+/// Why a row stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// It produced an EOS token.
+    Eos,
+    /// Its text reached this stop string.
+    StopString(String),
+    /// It produced `max_new_tokens` tokens.
+    MaxNewTokens,
+    /// Prompt + output filled the model's context (`max_position_embeddings`).
+    ContextFull,
+}
+
+/// One row's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Generated token ids (an EOS that ended the row included).
+    pub tokens: Vec<u32>,
+    /// Their text, special tokens skipped, cut before a stop string.
+    pub text: String,
+    /// Why the row stopped.
+    pub stop: StopReason,
+    /// Per step: log-prob of the token under the distribution it was drawn from.
+    pub log_probs: Vec<f64>,
+    /// Per step: entropy (nats) of the distribution the token was drawn from (after the
+    /// processors, temperature and filters; for greedy decoding, at temperature 1).
+    pub entropies: Vec<f64>,
+    /// Per step: entropy of the model's own next-token distribution, before any processor.
+    pub model_entropies: Vec<f64>,
+}
+
+impl Generation {
+    /// Mean of [`Generation::entropies`] (0 for no tokens).
+    pub fn mean_entropy(&self) -> f64 {
+        mean(&self.entropies)
+    }
+
+    /// Mean of [`Generation::model_entropies`] (0 for no tokens).
+    pub fn mean_model_entropy(&self) -> f64 {
+        mean(&self.model_entropies)
+    }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+}
+
+/// What the streaming callback sees for every generated token.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenEvent<'a> {
+    /// The row (index into the prompts).
+    pub row: usize,
+    /// The decoding step (0 = first new token).
+    pub step: usize,
+    /// The token id.
+    pub token: u32,
+    /// Text that became complete with this token (may be empty while a multi-byte character or
+    /// a merge is pending; concatenating a row's deltas gives its streamed text).
+    pub text: &'a str,
+    /// Its log-prob under the distribution it was drawn from.
+    pub log_prob: f64,
+    /// That distribution's entropy.
+    pub entropy: f64,
+    /// The model's own entropy at this step.
+    pub model_entropy: f64,
+    /// Why the row stops here, if it does.
+    pub stop: Option<&'a StopReason>,
+}
+
+/// Generates from a model and its tokenizer. Cheap to create; holds only references.
+#[derive(Debug, Clone, Copy)]
+pub struct Generator<'m, M: CausalLm + ?Sized> {
+    model: &'m M,
+    tokenizer: &'m Tokenizer,
+}
+
+/// A row while it is being generated.
+#[derive(Debug)]
+struct RowState {
+    generation: Generation,
+    /// Streaming detokenisation: `tokens[prefix..read]` is already-emitted left context.
+    prefix: usize,
+    read: usize,
+    limit: usize,
+    limit_reason: StopReason,
+}
+
+impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
+    /// A generator for `model` with its `tokenizer`.
+    pub fn new(model: &'m M, tokenizer: &'m Tokenizer) -> Self {
+        Self { model, tokenizer }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m M {
+        self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &'m Tokenizer {
+        self.tokenizer
+    }
+
+    /// Encodes `prompts` (no special tokens added: apply the chat template first if needed) and
+    /// generates; see [`Generator::generate`].
+    ///
+    /// # Errors
+    /// As [`Generator::generate`], and tokenizer failures.
+    pub fn generate_text(
+        &self,
+        prompts: &[impl AsRef<str>],
+        config: &GenerateConfig,
+        processor: &mut dyn LogitsProcessor,
+        on_token: impl FnMut(&TokenEvent<'_>),
+    ) -> Result<Vec<Generation>> {
+        let ids = prompts
+            .iter()
+            .map(|p| self.tokenizer.encode(p.as_ref(), false))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.generate(&ids, config, processor, on_token)
+    }
+
+    /// Generates a continuation of every prompt (token ids) in one batch.
+    ///
+    /// Rows stop at an EOS id, a stop string, `max_new_tokens` or the model's context, each on
+    /// its own; `on_token` is called once per generated token, in row order within a step.
+    ///
+    /// # Errors
+    /// [`InferError::InvalidConfig`] for a bad config; [`InferError::EmptyPrompt`],
+    /// [`InferError::PromptTooLong`] or [`InferError::TokenOutOfVocabulary`] for a bad prompt;
+    /// [`InferError::NonFiniteLogits`] naming the step and row when the model (or a processor)
+    /// produces NaN/+∞ logits; errors of the model and the processors.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        config: &GenerateConfig,
+        processor: &mut dyn LogitsProcessor,
+        mut on_token: impl FnMut(&TokenEvent<'_>),
+    ) -> Result<Vec<Generation>> {
+        config.validate()?;
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let model = self.model;
+        let (vocab, context) = (model.vocab_size(), model.max_position_embeddings());
+        for (row, prompt) in prompts.iter().enumerate() {
+            if prompt.is_empty() {
+                return Err(InferError::EmptyPrompt { row });
+            }
+            if prompt.len() >= context {
+                return Err(InferError::PromptTooLong {
+                    row,
+                    len: prompt.len(),
+                    context,
+                });
+            }
+            if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+                return Err(InferError::TokenOutOfVocabulary { id, vocab });
+            }
+        }
+        let eos: Vec<u32> = config
+            .eos_ids
+            .clone()
+            .unwrap_or_else(|| self.tokenizer.eos_ids().to_vec());
+        let device = model.device();
+        let batch = prompts.len();
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let mut rows: Vec<RowState> = prompts
+            .iter()
+            .map(|p| {
+                let room = context - p.len();
+                let (limit, limit_reason) = if config.max_new_tokens <= room {
+                    (config.max_new_tokens, StopReason::MaxNewTokens)
+                } else {
+                    (room, StopReason::ContextFull)
+                };
+                RowState {
+                    generation: Generation {
+                        prompt_tokens: p.len(),
+                        tokens: Vec::new(),
+                        text: String::new(),
+                        stop: limit_reason.clone(),
+                        log_probs: Vec::new(),
+                        entropies: Vec::new(),
+                        model_entropies: Vec::new(),
+                    },
+                    prefix: 0,
+                    read: 0,
+                    limit,
+                    limit_reason,
+                }
+            })
+            .collect();
+        let longest_row = rows.iter().map(|r| r.limit).max().unwrap_or(0);
+        let mut cache = model.new_cache(batch, width + longest_row);
+        let padding: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+        cache.set_left_padding(&padding)?;
+        let mut sampler = if config.row_seeds.is_empty() {
+            Sampler::new(config.sampling, config.seed, batch)?
+        } else if config.row_seeds.len() == batch {
+            Sampler::with_row_seeds(config.sampling, &config.row_seeds)?
+        } else {
+            return Err(InferError::Batch(format!(
+                "{} row seeds for {batch} prompts",
+                config.row_seeds.len()
+            )));
+        };
+        sampler.observe_prompts(prompts, vocab, &device)?;
+
+        let pad = i64::from(self.tokenizer.pad_id().unwrap_or(0));
+        let mut flat = Vec::with_capacity(batch * width);
+        for (p, prompt) in padding.iter().zip(prompts) {
+            flat.extend(std::iter::repeat_n(pad, *p));
+            flat.extend(prompt.iter().map(|&id| i64::from(id)));
+        }
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [batch, width]), &device);
+        let mut logits = model.forward(ids, &mut cache, Logits::Last)?;
+        let mut active: Vec<usize> = (0..batch).collect();
+        let max_stop = config
+            .stop_strings
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0);
+
+        for step in 0.. {
+            let n = active.len();
+            let z: Tensor<2> = logits.reshape([n, vocab]);
+            let model_entropy = em_core::entropy(z.clone()).unsqueeze_dim::<2>(1);
+            let histories: Vec<Vec<u32>> = active
+                .iter()
+                .map(|&r| rows[r].generation.tokens.clone())
+                .collect();
+            let ctx = StepContext::new(step, &active, &histories);
+            let processed = processor.process(z, &ctx).map_err(|e| match e {
+                InferError::NonFiniteLogits { step, row } => InferError::NonFiniteLogits {
+                    step,
+                    row: active.get(row).copied().unwrap_or(row),
+                },
+                other => other,
+            })?;
+            let draw = sampler.draw(processed)?;
+            sampler.observe(draw.tokens.clone());
+            let values = crate::em_inf::host_f64(Tensor::cat(
+                vec![draw.tokens, draw.log_probs, draw.entropies, model_entropy],
+                1,
+            ))?;
+            let mut still = Vec::with_capacity(n);
+            for (i, &r) in active.iter().enumerate() {
+                let v = &values[i * 4..i * 4 + 4];
+                if !(v[2].is_finite() && v[3].is_finite() && v[1].is_finite()) {
+                    return Err(InferError::NonFiniteLogits { step, row: r });
+                }
+                let token = v[0] as u32;
+                let row = &mut rows[r];
+                let g = &mut row.generation;
+                g.tokens.push(token);
+                g.log_probs.push(v[1]);
+                g.entropies.push(v[2]);
+                g.model_entropies.push(v[3]);
+                let before = g.text.len();
+                let fresh = self.stream_text(row)?;
+                let g = &mut row.generation;
+                g.text.push_str(&fresh);
+                let mut stop = None;
+                if eos.contains(&token) {
+                    stop = Some(StopReason::Eos);
+                } else if let Some((at, s)) = find_stop(
+                    &g.text,
+                    before.saturating_sub(max_stop),
+                    &config.stop_strings,
+                ) {
+                    g.text.truncate(at);
+                    stop = Some(StopReason::StopString(s.to_string()));
+                } else if g.tokens.len() >= row.limit {
+                    stop = Some(row.limit_reason.clone());
+                }
+                let emitted = g.text.get(before..).unwrap_or_default();
+                on_token(&TokenEvent {
+                    row: r,
+                    step,
+                    token,
+                    text: emitted,
+                    log_prob: v[1],
+                    entropy: v[2],
+                    model_entropy: v[3],
+                    stop: stop.as_ref(),
+                });
+                match stop {
+                    Some(reason) => {
+                        if !matches!(reason, StopReason::StopString(_)) {
+                            // Flush what streaming held back (a pending merge or character).
+                            g.text = self.tokenizer.decode(&g.tokens, true)?;
+                        }
+                        g.stop = reason;
+                    }
+                    None => still.push(i),
+                }
+            }
+            if still.is_empty() {
+                break;
+            }
+            if still.len() < n {
+                cache.retain_rows(&still)?;
+                sampler.retain_rows(&still)?;
+                active = still.iter().map(|&i| active[i]).collect();
+            }
+            let last: Vec<i64> = active
+                .iter()
+                .map(|&r| {
+                    rows[r]
+                        .generation
+                        .tokens
+                        .last()
+                        .map_or(pad, |&t| i64::from(t))
+                })
+                .collect();
+            let ids =
+                Tensor::<2, Int>::from_data(TensorData::new(last, [active.len(), 1]), &device);
+            logits = model.forward(ids, &mut cache, Logits::Last)?;
+        }
+        Ok(rows.into_iter().map(|r| r.generation).collect())
+    }
+
+    /// The text the row's newest token completes (see `examples/generate.rs`): decodes a short
+    /// window, so each token costs a decode of a few tokens, not of the whole output.
+    fn stream_text(&self, row: &mut RowState) -> Result<String> {
+        let tokens = &row.generation.tokens;
+        let before = self.tokenizer.decode(&tokens[row.prefix..row.read], true)?;
+        let after = self.tokenizer.decode(&tokens[row.prefix..], true)?;
+        let fresh = after.get(before.len()..).unwrap_or_default();
+        if fresh.is_empty() || fresh.ends_with('\u{FFFD}') {
+            return Ok(String::new());
+        }
+        let fresh = fresh.to_string();
+        row.prefix = row.read;
+        row.read = tokens.len();
+        Ok(fresh)
+    }
+}
+
+/// The earliest stop string in `text` that ends after byte `from` (earlier text was searched
+/// before), as `(byte offset, stop string)`.
+fn find_stop<'s>(text: &str, from: usize, stops: &'s [String]) -> Option<(usize, &'s str)> {
+    let mut start = from.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    stops
+        .iter()
+        .filter_map(|s| {
+            text[start..]
+                .find(s.as_str())
+                .map(|at| (start + at, s.as_str()))
+        })
+        .min_by_key(|(at, _)| *at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_stop_takes_the_earliest_and_respects_char_boundaries() {
+        let stops = vec!["\n\n".to_string(), "END".to_string()];
+        assert_eq!(find_stop("a END b\n\n", 0, &stops), Some((2, "END")));
+        assert_eq!(find_stop("é\n\n", 1, &stops), Some((2, "\n\n")));
+        assert_eq!(find_stop("abc", 0, &stops), None);
+    }
+}

@@ -1,0 +1,211 @@
+//! Logits processors: transformations of a whole `[batch, vocab]` logits tensor on the device,
+//! applied in order before sampling. EM-INF and adaptive temperature are processors; so is any
+//! closure `FnMut(Tensor<2>, &StepContext) -> Result<Tensor<2>>`.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use em_infer::{EmInfConfig, EmInfProcessor, InferError, LogitsProcessor, ProcessorChain, StepContext};
+//!
+//! let mut chain = ProcessorChain::new()
+//!     .with(EmInfProcessor::new(EmInfConfig::default())?)
+//!     // a closure: sharpen every row (temperature 1/2)
+//!     .with(|logits: Tensor<2>, _ctx: &StepContext<'_>| Ok::<_, InferError>(logits * 2.0));
+//! let logits = Tensor::<2>::from_floats([[2.0, 1.0, 0.5]], &Device::default());
+//! let out = chain.process(logits, &StepContext::new(0, &[0], &[vec![]]))?;
+//! assert_eq!(out.dims(), [1, 3]);
+//! # Ok::<(), em_infer::InferError>(())
+//! ```
+
+use burn::tensor::Tensor;
+
+use crate::adaptive_temperature::{AdaptiveTemperatureConfig, adaptive_temperature};
+use crate::em_inf::{EmInfConfig, em_inf};
+use crate::error::Result;
+
+/// What a processor knows about the decoding step besides the logits.
+#[derive(Debug, Clone, Copy)]
+pub struct StepContext<'a> {
+    /// Decoding step: 0 for the first generated token.
+    pub step: usize,
+    /// For each logits row, the index of its sequence in the original batch (rows that finished
+    /// are dropped, so row `i` of the logits is sequence `rows[i]`).
+    pub rows: &'a [usize],
+    /// For each logits row, the tokens generated so far.
+    pub generated: &'a [Vec<u32>],
+}
+
+impl<'a> StepContext<'a> {
+    /// A context for `step` with the given row map and histories.
+    pub fn new(step: usize, rows: &'a [usize], generated: &'a [Vec<u32>]) -> Self {
+        Self {
+            step,
+            rows,
+            generated,
+        }
+    }
+}
+
+/// A transformation of next-token logits `[batch, vocab]`, applied on the device.
+pub trait LogitsProcessor {
+    /// Returns the processed logits, same shape.
+    ///
+    /// # Errors
+    /// Whatever the processor reports, e.g. [`crate::InferError::NonFiniteLogits`].
+    fn process(&mut self, logits: Tensor<2>, ctx: &StepContext<'_>) -> Result<Tensor<2>>;
+
+    /// A short name for logs and reports.
+    fn name(&self) -> &str {
+        "closure"
+    }
+}
+
+impl<F> LogitsProcessor for F
+where
+    F: FnMut(Tensor<2>, &StepContext<'_>) -> Result<Tensor<2>>,
+{
+    fn process(&mut self, logits: Tensor<2>, ctx: &StepContext<'_>) -> Result<Tensor<2>> {
+        self(logits, ctx)
+    }
+}
+
+/// Processors applied one after the other.
+#[derive(Default)]
+pub struct ProcessorChain<'a> {
+    processors: Vec<Box<dyn LogitsProcessor + 'a>>,
+}
+
+impl std::fmt::Debug for ProcessorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.processors.iter().map(|p| p.name().to_string()))
+            .finish()
+    }
+}
+
+impl<'a> ProcessorChain<'a> {
+    /// An empty chain (the identity).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a processor.
+    pub fn with(mut self, processor: impl LogitsProcessor + 'a) -> Self {
+        self.push(processor);
+        self
+    }
+
+    /// Appends a processor.
+    pub fn push(&mut self, processor: impl LogitsProcessor + 'a) {
+        self.processors.push(Box::new(processor));
+    }
+
+    /// Number of processors.
+    pub fn len(&self) -> usize {
+        self.processors.len()
+    }
+
+    /// Whether the chain is the identity.
+    pub fn is_empty(&self) -> bool {
+        self.processors.is_empty()
+    }
+}
+
+impl LogitsProcessor for ProcessorChain<'_> {
+    fn process(&mut self, mut logits: Tensor<2>, ctx: &StepContext<'_>) -> Result<Tensor<2>> {
+        for processor in &mut self.processors {
+            logits = processor.process(logits, ctx)?;
+        }
+        Ok(logits)
+    }
+
+    fn name(&self) -> &str {
+        "chain"
+    }
+}
+
+/// Counters a processor keeps across the steps it has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessorStats {
+    /// Logits rows processed (one per sequence per step).
+    pub rows: usize,
+    /// Rows that were changed (EM-INF: took ≥ 1 Adam step; adaptive temperature: τ < 1).
+    pub adjusted_rows: usize,
+    /// EM-INF: Adam steps taken, summed over rows. Adaptive temperature: 0.
+    pub grad_steps: usize,
+}
+
+/// EM-INF ([`em_inf`]) as a processor, with counters.
+#[derive(Debug, Clone)]
+pub struct EmInfProcessor {
+    config: EmInfConfig,
+    /// What it has done so far.
+    pub stats: ProcessorStats,
+}
+
+impl EmInfProcessor {
+    /// Validates `config` up front.
+    ///
+    /// # Errors
+    /// [`crate::InferError::InvalidConfig`].
+    pub fn new(config: EmInfConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            stats: ProcessorStats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EmInfConfig {
+        &self.config
+    }
+}
+
+impl LogitsProcessor for EmInfProcessor {
+    fn process(&mut self, logits: Tensor<2>, ctx: &StepContext<'_>) -> Result<Tensor<2>> {
+        let out = em_inf(logits, &self.config, ctx.step)?;
+        self.stats.rows += out.steps.len();
+        self.stats.adjusted_rows += out.steps.iter().filter(|s| **s > 0).count();
+        self.stats.grad_steps += out.steps.iter().sum::<usize>();
+        Ok(out.logits)
+    }
+
+    fn name(&self) -> &str {
+        "em-inf"
+    }
+}
+
+/// Adaptive temperature ([`adaptive_temperature`]) as a processor, with counters.
+#[derive(Debug, Clone)]
+pub struct AdaptiveTemperatureProcessor {
+    config: AdaptiveTemperatureConfig,
+    /// What it has done so far.
+    pub stats: ProcessorStats,
+}
+
+impl AdaptiveTemperatureProcessor {
+    /// Validates `config` up front.
+    ///
+    /// # Errors
+    /// [`crate::InferError::InvalidConfig`].
+    pub fn new(config: AdaptiveTemperatureConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            stats: ProcessorStats::default(),
+        })
+    }
+}
+
+impl LogitsProcessor for AdaptiveTemperatureProcessor {
+    fn process(&mut self, logits: Tensor<2>, ctx: &StepContext<'_>) -> Result<Tensor<2>> {
+        let out = adaptive_temperature(logits, &self.config, ctx.step)?;
+        self.stats.rows += out.temperatures.len();
+        self.stats.adjusted_rows += out.temperatures.iter().filter(|t| **t < 1.0).count();
+        Ok(out.logits)
+    }
+
+    fn name(&self) -> &str {
+        "adaptive-temperature"
+    }
+}

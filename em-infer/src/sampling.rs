@@ -1,0 +1,564 @@
+//! Sampling from `[batch, vocab]` logits on the device: greedy, temperature, top-k, top-p,
+//! min-p and repetition penalty, with a seeded draw per row.
+//!
+//! Order of operations (Hugging Face's): repetition penalty → temperature → top-k → top-p →
+//! min-p → draw. Every filter is a per-row threshold on the tempered log-probabilities, so the
+//! kept set is always "every token at least as likely as the cut-off":
+//! - **top-k**: the cut-off is the k-th largest log-prob (tokens tied with it are all kept);
+//! - **top-p**: the smallest set of most likely tokens whose mass reaches `top_p` of the mass
+//!   kept so far (ties at the boundary all kept);
+//! - **min-p**: tokens with `p ≥ min_p · max p`.
+//!
+//! No full-vocabulary sort or cumsum is used (both are O(V²) per row on CubeCL backends, and an
+//! f32 cumsum over 151,936 entries ends near 0.9998 instead of 1): the top-k and top-p cut-offs
+//! are **bisected** per row on the log-prob axis, `[-104, 0]` (below `e^-104` an f32 probability
+//! is 0), 40 halvings, i.e. to 1e-10 nats — finer than the f32 spacing of any log-prob above
+//! 1e-3 in magnitude, so the kept set is the exact one; each halving is one masked count or one
+//! masked blocked sum ([`em_core::sum_last`]) over the vocabulary. The top-p mass is compared
+//! relative to the kept total, so the f32 normalisation error of the softmax cancels, and on
+//! the smaller side (the tail mass for `top_p > ½`), so its rounding error is relative to
+//! `min(top_p, 1 − top_p)`: at `top_p = 0.999` over 151,936 tokens the decision is exact to
+//! ~1e-10 of the mass, well below any boundary token's own probability.
+//!
+//! The **draw** is an inverse-CDF search in vocabulary order with one uniform number per row
+//! from the row's own seeded ChaCha generator on the host: the token is the index where the
+//! prefix mass of the kept distribution passes `u · total`, again bisected on the device
+//! (⌈log2 V⌉ masked sums). Only `[batch]` values cross to the host, no backend RNG state is
+//! touched, and the same seed gives the same tokens on the same backend (and, up to rounding at
+//! a CDF boundary, on every backend).
+
+use std::path::Path;
+
+use burn::tensor::{Bool, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::em_inf::compute_rows;
+use crate::error::{InferError, Result};
+
+/// The smallest log-prob the filters resolve: `exp(-104)` is below the smallest f32 denormal,
+/// so every token under it has probability exactly 0 after the softmax.
+const LOG_PROB_FLOOR: f64 = -104.0;
+/// Halvings of `[LOG_PROB_FLOOR, 0]` for the top-k and top-p cut-offs (104 / 2^40 ≈ 1e-10).
+const CUTOFF_HALVINGS: usize = 40;
+
+/// How the next token is chosen from (processed) logits. Defaults: plain multinomial sampling
+/// (temperature 1, no filters, no penalty).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Divides the logits; 0 means greedy (argmax).
+    pub temperature: f64,
+    /// Keep the `top_k` most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Keep the smallest most-likely set with this much mass; 1 disables.
+    pub top_p: f64,
+    /// Keep tokens with `p ≥ min_p · max p`; 0 disables.
+    pub min_p: f64,
+    /// Hugging Face's repetition penalty on every token already in the prompt or the output:
+    /// positive logits are divided by it, negative ones multiplied; 1 disables.
+    pub repetition_penalty: f64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+impl Sampling {
+    /// Greedy decoding (temperature 0).
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Multinomial sampling at `temperature`, no filters.
+    pub fn with_temperature(temperature: f64) -> Self {
+        Self {
+            temperature,
+            ..Self::default()
+        }
+    }
+
+    /// Whether this is greedy decoding.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    /// Checks every field: temperature finite and ≥ 0; top_p in (0, 1]; min_p in [0, 1];
+    /// repetition_penalty finite and > 0.
+    ///
+    /// # Errors
+    /// [`InferError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |field: &'static str, value: f64, rule: &'static str| {
+            Err(InferError::InvalidConfig {
+                field,
+                value: value.to_string(),
+                rule,
+            })
+        };
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return fail(
+                "temperature",
+                self.temperature,
+                "must be finite and ≥ 0 (0 = greedy)",
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return fail("top_p", self.top_p, "must be in (0, 1]");
+        }
+        if !(self.min_p >= 0.0 && self.min_p <= 1.0) {
+            return fail("min_p", self.min_p, "must be in [0, 1]");
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return fail(
+                "repetition_penalty",
+                self.repetition_penalty,
+                "must be finite and > 0",
+            );
+        }
+        Ok(())
+    }
+
+    /// The defaults a checkpoint ships in `generation_config.json` (`do_sample`, `temperature`,
+    /// `top_k`, `top_p`, `min_p`, `repetition_penalty`; absent keys keep [`Sampling::default`],
+    /// `do_sample: false` means greedy). A missing file gives the defaults.
+    ///
+    /// # Errors
+    /// [`InferError::GenerationConfig`] for unreadable JSON or a field of the wrong type;
+    /// [`InferError::InvalidConfig`] for values outside their domain.
+    pub fn from_generation_config(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut sampling = Self::default();
+        if !path.exists() {
+            return Ok(sampling);
+        }
+        let bad = |message: String| InferError::GenerationConfig {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let number = |key: &str| -> Result<Option<f64>> {
+            match json.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| bad(format!("`{key}` is {v}, expected a number"))),
+            }
+        };
+        if let Some(t) = number("temperature")? {
+            sampling.temperature = t;
+        }
+        if let Some(k) = number("top_k")? {
+            if !(k >= 0.0 && k.fract() == 0.0) {
+                return Err(bad(format!("`top_k` is {k}, expected a whole number ≥ 0")));
+            }
+            sampling.top_k = k as usize;
+        }
+        if let Some(p) = number("top_p")? {
+            sampling.top_p = p;
+        }
+        if let Some(p) = number("min_p")? {
+            sampling.min_p = p;
+        }
+        if let Some(r) = number("repetition_penalty")? {
+            sampling.repetition_penalty = r;
+        }
+        match json.get("do_sample") {
+            None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(true)) => {}
+            Some(serde_json::Value::Bool(false)) => sampling.temperature = 0.0,
+            Some(v) => return Err(bad(format!("`do_sample` is {v}, expected a boolean"))),
+        }
+        sampling.validate()?;
+        Ok(sampling)
+    }
+}
+
+/// Tempered log-probs and the kept, unnormalised weights of one batch of logits.
+struct Filtered {
+    /// `log softmax(z / T)` (T = 1 for greedy), `[batch, vocab]`.
+    log_p: Tensor<2>,
+    /// `softmax(z / T)` where kept, 0 elsewhere.
+    weights: Tensor<2>,
+}
+
+impl Sampling {
+    /// The tokens temperature, top-k, top-p and min-p keep, per row of `logits`
+    /// (`[batch, vocab]`, no repetition penalty applied): true = may be sampled.
+    ///
+    /// # Errors
+    /// [`InferError::InvalidConfig`], [`InferError::EmptyVocabulary`].
+    pub fn kept(&self, logits: Tensor<2>) -> Result<Tensor<2, Bool>> {
+        self.validate()?;
+        Ok(self.filter(to_f32(logits)?).weights.greater_elem(0.0))
+    }
+
+    fn filter(&self, mut z: Tensor<2>) -> Filtered {
+        let [batch, vocab] = z.dims();
+        if !self.is_greedy() && self.temperature != 1.0 {
+            z = z / self.temperature;
+        }
+        let parts = em_core::softmax_entropy(z);
+        let log_p = parts.log_probs;
+        let mut keep: Option<Tensor<2, Bool>> = None;
+        if self.top_k > 0 && self.top_k < vocab {
+            let k = self.top_k as f64;
+            let cut = bisect_cutoff(&log_p, |mid| {
+                log_p
+                    .clone()
+                    .greater_equal(mid.expand([batch, vocab]))
+                    .float()
+                    .sum_dim(1)
+                    .greater_equal_elem(k)
+            });
+            keep = Some(log_p.clone().greater_equal(cut.expand([batch, vocab])));
+        }
+        if self.top_p < 1.0 {
+            let weights = masked(parts.probs.clone(), keep.clone());
+            let total = em_core::sum_last(weights.clone());
+            // Compare the smaller side: the head mass `Σ_{log p ≥ t} w ≥ top_p·T` for
+            // top_p ≤ ½, else the equivalent tail `Σ_{log p < t} w ≤ (1 − top_p)·T`, so the
+            // f32 rounding of the sum is relative to min(top_p, 1 − top_p), not to 1.
+            let head = self.top_p <= 0.5;
+            let bound = total * if head { self.top_p } else { 1.0 - self.top_p };
+            let cut = bisect_cutoff(&log_p, |mid| {
+                let mid = mid.expand([batch, vocab]);
+                if head {
+                    let above = log_p.clone().greater_equal(mid);
+                    em_core::sum_last(masked(weights.clone(), Some(above)))
+                        .greater_equal(bound.clone())
+                } else {
+                    let below = log_p.clone().lower(mid);
+                    em_core::sum_last(masked(weights.clone(), Some(below)))
+                        .lower_equal(bound.clone())
+                }
+            });
+            let top_p = log_p.clone().greater_equal(cut.expand([batch, vocab]));
+            keep = Some(and(keep, top_p));
+        }
+        if self.min_p > 0.0 {
+            let floor = log_p.clone().max_dim(1) + self.min_p.ln();
+            let min_p = log_p.clone().greater_equal(floor.expand([batch, vocab]));
+            keep = Some(and(keep, min_p));
+        }
+        Filtered {
+            weights: masked(parts.probs, keep),
+            log_p,
+        }
+    }
+}
+
+/// One sampling step's result on the device, `[batch, 1]` each, f32: read them back together
+/// with whatever else the caller needs from the same step (one host sync per step).
+#[derive(Debug, Clone)]
+pub struct Draw {
+    /// The chosen token ids, as exact f32 integers.
+    pub tokens: Tensor<2>,
+    /// Log-prob of each chosen token under the distribution it was drawn from.
+    pub log_probs: Tensor<2>,
+    /// Entropy (nats) of that distribution.
+    pub entropies: Tensor<2>,
+}
+
+/// The host values of a [`Draw`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    /// Chosen token per row.
+    pub tokens: Vec<u32>,
+    /// Their log-probs.
+    pub log_probs: Vec<f64>,
+    /// The entropies of the distributions they were drawn from.
+    pub entropies: Vec<f64>,
+}
+
+/// A seeded sampler for one batch: one random stream per row, and (with a repetition penalty)
+/// the set of tokens each row has seen.
+///
+/// What the log-prob and entropy of a [`Draw`] describe: the kept, renormalised distribution at
+/// the configured temperature; for greedy decoding, the kept distribution at temperature 1.
+#[derive(Debug)]
+pub struct Sampler {
+    sampling: Sampling,
+    rngs: Vec<StdRng>,
+    /// `[batch, vocab]`, 1 where a token was seen (only with a repetition penalty).
+    seen: Option<Tensor<2>>,
+}
+
+/// Row `row`'s seed: distinct rows get unrelated ChaCha streams.
+fn row_seed(seed: u64, row: usize) -> u64 {
+    // SplitMix64's finaliser, so that seeds 1, 2, ... and rows 0, 1, ... never collide.
+    let mut z = seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Sampler {
+    /// A sampler for `batch` rows. Row `r`'s stream depends only on `(seed, r)`.
+    ///
+    /// # Errors
+    /// [`InferError::InvalidConfig`] for an invalid [`Sampling`].
+    pub fn new(sampling: Sampling, seed: u64, batch: usize) -> Result<Self> {
+        sampling.validate()?;
+        Ok(Self {
+            sampling,
+            rngs: (0..batch)
+                .map(|row| StdRng::seed_from_u64(row_seed(seed, row)))
+                .collect(),
+            seen: None,
+        })
+    }
+
+    /// A sampler whose row `r` draws from a stream seeded by `seeds[r]` alone.
+    ///
+    /// # Errors
+    /// [`InferError::InvalidConfig`] for an invalid [`Sampling`].
+    pub fn with_row_seeds(sampling: Sampling, seeds: &[u64]) -> Result<Self> {
+        sampling.validate()?;
+        Ok(Self {
+            sampling,
+            rngs: seeds
+                .iter()
+                .map(|&s| StdRng::seed_from_u64(row_seed(s, 0)))
+                .collect(),
+            seen: None,
+        })
+    }
+
+    /// The sampling configuration.
+    pub fn sampling(&self) -> &Sampling {
+        &self.sampling
+    }
+
+    /// Rows currently sampled for.
+    pub fn batch(&self) -> usize {
+        self.rngs.len()
+    }
+
+    /// Records each row's prompt for the repetition penalty (no-op without one).
+    ///
+    /// # Errors
+    /// [`InferError::Batch`] if `prompts` does not have one entry per row;
+    /// [`InferError::TokenOutOfVocabulary`] for an id ≥ `vocab`.
+    pub fn observe_prompts(
+        &mut self,
+        prompts: &[Vec<u32>],
+        vocab: usize,
+        device: &Device,
+    ) -> Result<()> {
+        if self.sampling.repetition_penalty == 1.0 {
+            return Ok(());
+        }
+        if prompts.len() != self.batch() {
+            return Err(InferError::Batch(format!(
+                "{} prompts for a sampler of {} rows",
+                prompts.len(),
+                self.batch()
+            )));
+        }
+        let mut seen = vec![0f32; prompts.len() * vocab];
+        for (row, prompt) in prompts.iter().enumerate() {
+            for &id in prompt {
+                if id as usize >= vocab {
+                    return Err(InferError::TokenOutOfVocabulary { id, vocab });
+                }
+                seen[row * vocab + id as usize] = 1.0;
+            }
+        }
+        self.seen = Some(Tensor::from_data(
+            TensorData::new(seen, [prompts.len(), vocab]),
+            device,
+        ));
+        Ok(())
+    }
+
+    /// Keeps only the listed rows (their random streams and seen sets), in that order.
+    ///
+    /// # Errors
+    /// [`InferError::Batch`] for a row outside the batch or listed twice.
+    pub fn retain_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let mut taken: Vec<Option<StdRng>> = self.rngs.drain(..).map(Some).collect();
+        let mut kept = Vec::with_capacity(rows.len());
+        for &row in rows {
+            match taken.get_mut(row).and_then(Option::take) {
+                Some(rng) => kept.push(rng),
+                None => {
+                    return Err(InferError::Batch(format!(
+                        "cannot retain rows {rows:?} of a batch of {}",
+                        taken.len()
+                    )));
+                }
+            }
+        }
+        self.rngs = kept;
+        if let Some(seen) = self.seen.take() {
+            let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let device = seen.device();
+            let index = Tensor::<1, Int>::from_data(TensorData::new(index, [rows.len()]), &device);
+            self.seen = Some(seen.select(0, index));
+        }
+        Ok(())
+    }
+
+    /// Chooses one token per row of `logits` (`[batch, vocab]`) on the device; see the module
+    /// docs. Draws one uniform number per row from the host streams (also for greedy, so that
+    /// switching strategy mid-way keeps the streams aligned).
+    ///
+    /// # Errors
+    /// [`InferError::Batch`] if the batch differs from the sampler's; [`InferError::EmptyVocabulary`].
+    pub fn draw(&mut self, logits: Tensor<2>) -> Result<Draw> {
+        let logits = to_f32(logits)?;
+        let batch = logits.dims()[0];
+        if batch != self.batch() {
+            return Err(InferError::Batch(format!(
+                "logits have {batch} rows, the sampler {}",
+                self.batch()
+            )));
+        }
+        let device = logits.device();
+        // 24 random bits: u ∈ [0, 1 − 2⁻²⁴], exact in f32.
+        let uniforms: Vec<f32> = self
+            .rngs
+            .iter_mut()
+            .map(|rng| (rng.random::<u32>() >> 8) as f32 / (1u32 << 24) as f32)
+            .collect();
+        let mut z = logits;
+        if let Some(seen) = &self.seen {
+            z = repetition_penalty(z, seen.clone(), self.sampling.repetition_penalty);
+        }
+        let Filtered { log_p, weights } = self.sampling.filter(z);
+        let s = &self.sampling;
+        let total = em_core::sum_last(weights.clone());
+        let log_total = total.clone().log();
+        // H of the kept, renormalised distribution: ln T − Σ w·log p / T (masked entries have
+        // w = 0 and a finite log p, so they contribute exactly 0).
+        let entropies =
+            log_total.clone() - em_core::sum_last(weights.clone() * log_p.clone()) / total.clone();
+        let tokens = if s.is_greedy() {
+            weights.clone().argmax(1)
+        } else {
+            let u = Tensor::<1>::from_data(TensorData::new(uniforms, [batch]), &device)
+                .unsqueeze_dim::<2>(1);
+            inverse_cdf(weights.clone(), u * total)
+        };
+        let log_probs = log_p.gather(1, tokens.clone()) - log_total;
+        Ok(Draw {
+            tokens: tokens.float(),
+            log_probs,
+            entropies,
+        })
+    }
+
+    /// [`Sampler::draw`] and the read-back of its values.
+    ///
+    /// # Errors
+    /// As [`Sampler::draw`]; [`InferError::Tensor`] if the read-back fails.
+    pub fn sample(&mut self, logits: Tensor<2>) -> Result<Sampled> {
+        let draw = self.draw(logits)?;
+        let batch = self.batch();
+        let values = crate::em_inf::host_f64(Tensor::cat(
+            vec![draw.tokens, draw.log_probs, draw.entropies],
+            1,
+        ))?;
+        let column = |c: usize| (0..batch).map(|r| values[r * 3 + c]).collect::<Vec<_>>();
+        Ok(Sampled {
+            tokens: column(0).into_iter().map(|t| t as u32).collect(),
+            log_probs: column(1),
+            entropies: column(2),
+        })
+    }
+
+    /// Records the tokens just chosen (`[batch, 1]` ids as f32, e.g. [`Draw::tokens`]) for the
+    /// repetition penalty; no-op without one.
+    pub fn observe(&mut self, tokens: Tensor<2>) {
+        if let Some(seen) = self.seen.take() {
+            let ones = tokens.ones_like();
+            self.seen = Some(seen.scatter(1, tokens.int(), ones, IndexingUpdateOp::Assign));
+        }
+    }
+}
+
+/// Sampling computes in f32 whatever the logits' dtype (f64 logits gain nothing at the
+/// resolution of a draw).
+fn to_f32(logits: Tensor<2>) -> Result<Tensor<2>> {
+    Ok(compute_rows(logits)?.cast(FloatDType::F32))
+}
+
+/// `values` with the entries outside `keep` set to 0.
+fn masked(values: Tensor<2>, keep: Option<Tensor<2, Bool>>) -> Tensor<2> {
+    match keep {
+        Some(keep) => values.mask_fill(keep.bool_not(), 0.0),
+        None => values,
+    }
+}
+
+fn and(a: Option<Tensor<2, Bool>>, b: Tensor<2, Bool>) -> Tensor<2, Bool> {
+    match a {
+        Some(a) => a.bool_and(b),
+        None => b,
+    }
+}
+
+/// HF's repetition penalty on the entries where `seen` is 1.
+fn repetition_penalty(z: Tensor<2>, seen: Tensor<2>, penalty: f64) -> Tensor<2> {
+    let positive = z.clone().greater_elem(0.0);
+    let penalised = (z.clone() * penalty).mask_where(positive, z.clone() / penalty);
+    z.mask_where(seen.greater_elem(0.5), penalised)
+}
+
+/// Per row, the largest log-prob cut-off `t ∈ [LOG_PROB_FLOOR, 0]` (to 1e-10) at which
+/// `enough(t)` still holds; `enough` must be monotone (true below some point, false above).
+/// If it fails even at the floor, the floor is returned (keep every token with p > 0).
+fn bisect_cutoff(log_p: &Tensor<2>, enough: impl Fn(Tensor<2>) -> Tensor<2, Bool>) -> Tensor<2> {
+    let batch = log_p.dims()[0];
+    let device = log_p.device();
+    let mut lo = Tensor::<2>::full([batch, 1], LOG_PROB_FLOOR, &device);
+    // Strictly above every log-prob (≤ 0 up to rounding), where nothing is kept.
+    let mut hi = Tensor::<2>::full([batch, 1], 1e-3, &device);
+    for _ in 0..CUTOFF_HALVINGS {
+        let mid = (lo.clone() + hi.clone()) * 0.5;
+        let ok = enough(mid.clone());
+        lo = lo.mask_where(ok.clone(), mid.clone());
+        hi = mid.mask_where(ok, hi);
+    }
+    lo
+}
+
+/// Per row, the first index `i` whose prefix mass `Σ_{j ≤ i} w_j` exceeds `target` (`[batch,
+/// 1]`, below the row total): bisection over the index with masked blocked sums. Falls back to
+/// the row's argmax if rounding at a boundary lands on a zero-weight entry.
+fn inverse_cdf(weights: Tensor<2>, target: Tensor<2>) -> Tensor<2, Int> {
+    let [batch, vocab] = weights.dims();
+    let device = weights.device();
+    let index = Tensor::<1, Int>::arange(0..vocab as i64, &device)
+        .float()
+        .unsqueeze_dim::<2>(0)
+        .expand([batch, vocab]);
+    // Invariant: prefix(lo) ≤ target < prefix(hi), prefix(n) = Σ_{j < n} w_j.
+    let mut lo = Tensor::<2>::zeros([batch, 1], &device);
+    let mut hi = Tensor::<2>::full([batch, 1], vocab as f64, &device);
+    let halvings = usize::BITS - (vocab.max(2) - 1).leading_zeros();
+    for _ in 0..halvings {
+        let mid = ((lo.clone() + hi.clone()) * 0.5).floor();
+        let below = index.clone().lower(mid.clone().expand([batch, vocab]));
+        let prefix = em_core::sum_last(weights.clone().mask_fill(below.bool_not(), 0.0));
+        let ok = prefix.lower_equal(target.clone());
+        lo = lo.mask_where(ok.clone(), mid.clone());
+        hi = mid.mask_where(ok, hi);
+    }
+    let tokens = lo.int();
+    let chosen = weights.clone().gather(1, tokens.clone());
+    tokens.mask_where(chosen.lower_equal_elem(0.0), weights.argmax(1))
+}
