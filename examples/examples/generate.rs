@@ -1,23 +1,24 @@
-//! Greedy generation from a Hugging Face checkpoint directory, with prefill and decode speed.
+//! Generation from a Hugging Face checkpoint directory, streamed, with prefill and decode speed.
 //!
 //! ```text
 //! cargo run --release --example generate -- --model ~/.cache/em/models/qwen2.5-coder-0.5b-instruct-f32 \
 //!     --prompt "Write a Python function that checks whether a number is prime." --chat --max-new-tokens 64
+//! cargo run --release --example generate -- --model DIR --prompt "..." --temperature 0.7 --top-p 0.8
 //! cargo run --release --example generate --features wgpu -- --model DIR --prompt "..."   # wgpu backend
 //! ```
 //!
-//! The backend is the one the build enabled (`cuda` > `wgpu` > `flex`). `--dtype bf16|f16` keeps
-//! the weights in 16 bits on the device (GPU backends); logits are f32 either way.
+//! Greedy by default. The backend is the one the build enabled (`cuda` > `wgpu` > `flex`).
+//! `--dtype bf16|f16` keeps the weights in 16 bits on the device; logits are f32 either way.
 use std::io::Write;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use anyhow::{Context, Result};
 use clap::Parser;
-use em_models::{CausalLm, LoadOptions, Logits, Message, from_pretrained};
+use em_infer::{GenerateConfig, Generator, ProcessorChain, Sampling};
+use em_models::{LoadOptions, from_pretrained};
 
 #[derive(Parser, Debug)]
-#[command(about = "Greedy generation with an em-models checkpoint")]
+#[command(about = "Generate with an em-models checkpoint")]
 struct Args {
     /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
@@ -34,6 +35,24 @@ struct Args {
     /// How many tokens to generate at most.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f64,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f64,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
     /// Weight dtype on the device: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -43,96 +62,47 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let device = em_examples::device();
-    let dtype = match args.dtype.as_str() {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        "f16" => DType::F16,
-        other => bail!("--dtype {other}: expected f32, bf16 or f16"),
-    };
+    let dtype = em_examples::parse_dtype(&args.dtype).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let pretrained = from_pretrained(&args.model, &device, &LoadOptions { dtype })
         .with_context(|| format!("loading {}", args.model))?;
     let load_s = started.elapsed().as_secs_f64();
     let tok = &pretrained.tokenizer;
-    let text = if args.chat {
-        let mut messages = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(Message::system(system.clone()));
-        }
-        messages.push(Message::user(args.prompt.clone()));
-        tok.apply_chat_template(&messages, true)?
-    } else {
-        args.prompt.clone()
+    let text = em_examples::prompt_text(tok, &args.prompt, args.chat, args.system.as_deref())?;
+    let config = GenerateConfig {
+        max_new_tokens: args.max_new_tokens,
+        sampling: Sampling {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repetition_penalty: args.repetition_penalty,
+        },
+        seed: args.seed,
+        ..GenerateConfig::default()
     };
-    let ids = tok.encode(&text, false)?;
-    let n = ids.len();
-    let model = &pretrained.model;
-    if n + args.max_new_tokens > model.max_position_embeddings() {
-        bail!(
-            "prompt ({n} tokens) + --max-new-tokens {} exceed the model's context of {}",
-            args.max_new_tokens,
-            model.max_position_embeddings()
-        );
-    }
-    let mut cache = model.new_cache(1, n + args.max_new_tokens);
-    let to_tensor = |ids: &[u32]| {
-        Tensor::<2, Int>::from_data(
-            TensorData::new(
-                ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(),
-                [1, ids.len()],
-            ),
-            &device,
-        )
-    };
-    let next_of = |logits: Tensor<3>| -> Result<u32> {
-        let id: i64 = logits.argmax(2).into_scalar();
-        Ok(u32::try_from(id)?)
-    };
-
-    let t0 = Instant::now();
-    let mut next = next_of(CausalLm::forward(
-        model,
-        to_tensor(&ids),
-        &mut cache,
-        Logits::Last,
-    )?)?;
-    let prefill_s = t0.elapsed().as_secs_f64();
-
+    let generator = Generator::new(&pretrained.model, tok);
     print!("{text}");
-    let mut generated = Vec::new();
-    // Streaming detokenisation over a short window: `generated[prefix..read]` is text already
-    // printed, kept only as left context (byte-level BPE can merge across token boundaries),
-    // so each token costs a decode of a few tokens, not of everything generated so far.
-    let (mut prefix, mut read) = (0usize, 0usize);
-    let t1 = Instant::now();
-    while generated.len() < args.max_new_tokens {
-        generated.push(next);
-        let before = tok.decode(&generated[prefix..read], false)?;
-        let after = tok.decode(&generated[prefix..], false)?;
-        let fresh = after.get(before.len()..).unwrap_or_default();
-        if !fresh.is_empty() && !fresh.ends_with('\u{FFFD}') {
-            print!("{fresh}");
-            std::io::stdout().flush()?;
-            (prefix, read) = (read, generated.len());
-        }
-        if tok.eos_ids().contains(&next) || generated.len() == args.max_new_tokens {
-            break;
-        }
-        next = next_of(CausalLm::forward(
-            model,
-            to_tensor(&[next]),
-            &mut cache,
-            Logits::Last,
-        )?)?;
-    }
-    let decode_s = t1.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let mut first = None;
+    let out = generator
+        .generate_text(&[&text], &config, &mut ProcessorChain::new(), |e| {
+            first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+            print!("{}", e.text);
+            let _ = std::io::stdout().flush();
+        })?
+        .remove(0);
+    let total_s = t0.elapsed().as_secs_f64();
+    let first_s = first.unwrap_or(total_s);
     println!();
     println!(
-        "\n[{}] load {load_s:.1} s | prefill {n} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s",
+        "\n[{}] load {load_s:.1} s | prefill {} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s | stop {:?}",
         em_examples::backend_name(),
-        n as f64 / prefill_s,
-        generated.len(),
-        (generated.len().saturating_sub(1)) as f64 / decode_s.max(1e-9),
+        out.prompt_tokens,
+        out.prompt_tokens as f64 / first_s.max(1e-9),
+        out.tokens.len(),
+        out.tokens.len().saturating_sub(1) as f64 / (total_s - first_s).max(1e-9),
+        out.stop,
     );
     Ok(())
 }

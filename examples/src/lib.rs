@@ -4,8 +4,15 @@
 
 use std::fmt::{self, Write as _};
 
+use std::time::Instant;
+
 use burn::tensor::{Device, Tensor, TensorData};
 use em_core::{entropy, entropy_grad};
+use em_infer::{
+    EmInfConfig, EmInfProcessor, GenerateConfig, Generation, Generator, InferError,
+    LogitsProcessor, ProcessorChain, ProcessorStats, TokenEvent,
+};
+use em_models::{CausalLm, Message, Tokenizer};
 
 /// One step of the `entropy` example.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +185,135 @@ pub fn backend_name() -> &'static str {
     }
 }
 
+/// The prompt text a model sees: `prompt` as is, or wrapped in the tokenizer's chat template
+/// (an optional system turn, then the user turn, then the assistant header).
+///
+/// # Errors
+/// A tokenizer without a chat template, or a template that fails to render.
+pub fn prompt_text(
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    chat: bool,
+    system: Option<&str>,
+) -> Result<String, em_models::ModelError> {
+    if !chat {
+        return Ok(prompt.to_string());
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(Message::system(system));
+    }
+    messages.push(Message::user(prompt));
+    tokenizer.apply_chat_template(&messages, true)
+}
+
+/// Parses a weight dtype name: `f32`, `bf16` or `f16`.
+///
+/// # Errors
+/// Any other name.
+pub fn parse_dtype(name: &str) -> Result<burn::tensor::DType, String> {
+    match name {
+        "f32" => Ok(burn::tensor::DType::F32),
+        "bf16" => Ok(burn::tensor::DType::BF16),
+        "f16" => Ok(burn::tensor::DType::F16),
+        other => Err(format!("dtype {other}: expected f32, bf16 or f16")),
+    }
+}
+
+/// One generation run of [`compare_em_inf`], timed.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// `"plain"` or `"em-inf"`.
+    pub label: &'static str,
+    /// The output.
+    pub generation: Generation,
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Wall time to the first token (prefill + first step), seconds.
+    pub first_token_seconds: f64,
+    /// Wall time of the whole generation, seconds.
+    pub seconds: f64,
+    /// EM-INF's counters (`None` for the plain run).
+    pub em_inf: Option<ProcessorStats>,
+}
+
+impl RunReport {
+    /// Tokens per second after the first token (the decode speed).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        let n = self.generation.tokens.len().saturating_sub(1);
+        n as f64 / (self.seconds - self.first_token_seconds).max(1e-9)
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = &self.generation;
+        write!(
+            f,
+            "{:>6}: {} tokens, stop {:?} | prefill {} tokens {:.1} tok/s | decode {:.2} tok/s | \
+             mean entropy {:.4} nats sampled-from, {:.4} model",
+            self.label,
+            g.tokens.len(),
+            g.stop,
+            self.prompt_tokens,
+            self.prompt_tokens as f64 / self.first_token_seconds.max(1e-9),
+            self.decode_tokens_per_second(),
+            g.mean_entropy(),
+            g.mean_model_entropy(),
+        )?;
+        if let Some(s) = &self.em_inf {
+            write!(
+                f,
+                " | EM-INF adjusted {}/{} steps, {:.2} Adam steps each",
+                s.adjusted_rows,
+                s.rows,
+                s.grad_steps as f64 / s.adjusted_rows.max(1) as f64
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Generates from `prompt` twice with the same config and seed: plain, then with EM-INF in
+/// front of the sampler. `on_token(label, event)` sees every token of both runs.
+///
+/// # Errors
+/// Anything [`Generator::generate`] returns; an invalid `em_inf` config.
+pub fn compare_em_inf<M: CausalLm + ?Sized>(
+    generator: &Generator<'_, M>,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    em_inf: EmInfConfig,
+    mut on_token: impl FnMut(&'static str, &TokenEvent<'_>),
+) -> Result<[RunReport; 2], InferError> {
+    let mut run = |label: &'static str,
+                   processor: &mut dyn LogitsProcessor|
+     -> Result<RunReport, InferError> {
+        let started = Instant::now();
+        let mut first = None;
+        let generation = generator
+            .generate(&[prompt.to_vec()], config, processor, |e| {
+                first.get_or_insert_with(|| started.elapsed().as_secs_f64());
+                on_token(label, e);
+            })?
+            .remove(0);
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(RunReport {
+            label,
+            generation,
+            prompt_tokens: prompt.len(),
+            first_token_seconds: first.unwrap_or(seconds),
+            seconds,
+            em_inf: None,
+        })
+    };
+    let plain = run("plain", &mut ProcessorChain::new())?;
+    let mut processor = EmInfProcessor::new(em_inf)?;
+    let mut adjusted = run("em-inf", &mut processor)?;
+    adjusted.em_inf = Some(processor.stats);
+    Ok([plain, adjusted])
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -232,5 +368,60 @@ mod tests {
             entropy_demo(&[1.0], -1.0, 1, &device),
             Err(DemoError::LearningRate(_))
         ));
+    }
+
+    #[test]
+    fn em_inf_comparison_shares_the_seed_and_lowers_entropy() {
+        let device = Device::default();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../em-models/tests/fixtures/qwen2-tied");
+        let model = em_models::Qwen2ForCausalLM::from_dir(
+            &dir,
+            &device,
+            &em_models::LoadOptions::default(),
+        )
+        .unwrap();
+        let tok = Tokenizer::from_dir(&dir, Some(model.vocab_size())).unwrap();
+        let generator = Generator::new(&model, &tok);
+        let prompt = tok
+            // The fixture's context is 64 tokens: no chat template (its system prompt is long).
+            .encode(&prompt_text(&tok, "2 + 2 = ?", false, None).unwrap(), false)
+            .unwrap();
+        // Greedy: EM-INF keeps the argmax, so both runs give the same tokens.
+        let config = GenerateConfig {
+            max_new_tokens: 6,
+            sampling: em_infer::Sampling::greedy(),
+            eos_ids: Some(vec![]),
+            ..GenerateConfig::default()
+        };
+        let mut seen = [0usize; 2];
+        let [plain, adjusted] = compare_em_inf(
+            &generator,
+            &prompt,
+            &config,
+            EmInfConfig::default(),
+            |l, _| {
+                seen[usize::from(l == "em-inf")] += 1;
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, [6, 6]);
+        assert_eq!(plain.generation.tokens, adjusted.generation.tokens);
+        assert!(adjusted.generation.mean_entropy() < plain.generation.mean_entropy());
+        let stats = adjusted.em_inf.unwrap();
+        assert_eq!(stats.rows, 6);
+        assert!(plain.em_inf.is_none());
+        let line = adjusted.to_string();
+        assert!(
+            line.contains("em-inf: 6 tokens") && line.contains("EM-INF adjusted"),
+            "{line}"
+        );
+        assert!(plain.decode_tokens_per_second() > 0.0);
+    }
+
+    #[test]
+    fn dtype_names_parse() {
+        assert_eq!(parse_dtype("bf16"), Ok(burn::tensor::DType::BF16));
+        assert!(parse_dtype("f8").unwrap_err().contains("f8"));
     }
 }
