@@ -11,6 +11,10 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   XDG_RUNTIME_DIR="$(mktemp -d)"
   export XDG_RUNTIME_DIR
 fi
+# CubeCL's persistent autotune cache is one database shared by every test process; nextest runs
+# them concurrently and a read raced a writer there ("reader slot released by non-owner"), so each
+# process tunes for itself.
+export CUBECL_AUTOTUNE_CACHE="${CUBECL_AUTOTUNE_CACHE:-0}"
 features=(--workspace --features wgpu)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run "${features[@]}" --no-fail-fast "$@"
