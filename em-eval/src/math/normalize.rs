@@ -169,8 +169,8 @@ fn strip_text_groups(s: &str) -> String {
             // Drop a power on the unit too: `\text{ cm}^2`, `\mathrm{m}^{3}`.
             let rest = &s[end..];
             if let Some(power) = rest.strip_prefix('^') {
-                let skip = if power.starts_with('{') {
-                    matching_brace(&power[1..]).map_or(0, |e| e + 2)
+                let skip = if let Some(group) = power.strip_prefix('{') {
+                    matching_brace(group).map_or(0, |e| e + 2)
                 } else {
                     power.chars().next().map_or(0, char::len_utf8)
                 };
