@@ -47,13 +47,7 @@ impl Default for AdaptiveTemperatureConfig {
 impl AdaptiveTemperatureConfig {
     /// Checks every field: all finite, 0 < α ≤ 1, δ ≥ 0, 0 < τ_min < τ_max, tolerance > 0.
     pub fn validate(&self) -> Result<()> {
-        let fail = |field: &'static str, value: f64, rule: &'static str| {
-            Err(InferError::InvalidConfig {
-                field,
-                value: value.to_string(),
-                rule,
-            })
-        };
+        let fail = InferError::invalid::<()>;
         if !(self.alpha.is_finite() && self.alpha > 0.0 && self.alpha <= 1.0) {
             return fail("alpha", self.alpha, "must be in (0, 1]");
         }

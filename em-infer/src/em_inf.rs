@@ -54,11 +54,7 @@ impl EmInfConfig {
             if value.is_finite() && ok {
                 Ok(())
             } else {
-                Err(InferError::InvalidConfig {
-                    field,
-                    value: value.to_string(),
-                    rule,
-                })
+                InferError::invalid(field, value, rule)
             }
         };
         check(

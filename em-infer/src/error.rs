@@ -84,5 +84,16 @@ pub enum InferError {
     Tensor(String),
 }
 
+impl InferError {
+    /// [`InferError::InvalidConfig`] for `field = value`, which breaks `rule`.
+    pub fn invalid<T>(field: &'static str, value: impl ToString, rule: &'static str) -> Result<T> {
+        Err(InferError::InvalidConfig {
+            field,
+            value: value.to_string(),
+            rule,
+        })
+    }
+}
+
 /// `Result` with [`InferError`].
 pub type Result<T, E = InferError> = std::result::Result<T, E>;

@@ -56,18 +56,14 @@ impl GenerateConfig {
     /// [`InferError::InvalidConfig`] naming the field.
     pub fn validate(&self) -> Result<()> {
         if self.max_new_tokens == 0 {
-            return Err(InferError::InvalidConfig {
-                field: "max_new_tokens",
-                value: "0".into(),
-                rule: "must be > 0",
-            });
+            return InferError::invalid("max_new_tokens", 0, "must be > 0");
         }
         if self.stop_strings.iter().any(String::is_empty) {
-            return Err(InferError::InvalidConfig {
-                field: "stop_strings",
-                value: format!("{:?}", self.stop_strings),
-                rule: "must not contain an empty string",
-            });
+            return InferError::invalid(
+                "stop_strings",
+                format!("{:?}", self.stop_strings),
+                "must not contain an empty string",
+            );
         }
         self.sampling.validate()
     }

@@ -99,13 +99,7 @@ impl Sampling {
     /// # Errors
     /// [`InferError::InvalidConfig`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        let fail = |field: &'static str, value: f64, rule: &'static str| {
-            Err(InferError::InvalidConfig {
-                field,
-                value: value.to_string(),
-                rule,
-            })
-        };
+        let fail = InferError::invalid::<()>;
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return fail(
                 "temperature",

@@ -48,11 +48,7 @@ pub fn self_consistency<M: CausalLm + ?Sized>(
     equivalent: impl Fn(&str, &str) -> bool,
 ) -> Result<SelfConsistency> {
     if n == 0 {
-        return Err(InferError::InvalidConfig {
-            field: "n",
-            value: "0".into(),
-            rule: "self-consistency needs at least one sample",
-        });
+        return InferError::invalid("n", 0, "self-consistency needs at least one sample");
     }
     let prompts = vec![prompt.to_vec(); n];
     let samples = generator.generate(&prompts, config, processor, |_| {})?;
@@ -126,11 +122,7 @@ pub fn refine<M: CausalLm + ?Sized>(
     processor: &mut dyn LogitsProcessor,
 ) -> Result<Vec<RefinementRound>> {
     if rounds == 0 {
-        return Err(InferError::InvalidConfig {
-            field: "rounds",
-            value: "0".into(),
-            rule: "refinement needs at least one round",
-        });
+        return InferError::invalid("rounds", 0, "refinement needs at least one round");
     }
     let mut out: Vec<RefinementRound> = Vec::with_capacity(rounds);
     let mut current = prompt.to_string();

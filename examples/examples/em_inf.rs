@@ -13,12 +13,11 @@
 //! system prompt with `--chat`. "Mean entropy sampled-from" is the entropy of the distribution
 //! each token was drawn from (after EM-INF and temperature); "model" is the model's own.
 use std::io::Write;
-use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
 use em_infer::{EmInfConfig, GenerateConfig, Generator, Sampling};
-use em_models::{CausalLm, LoadOptions, from_pretrained};
+use em_models::CausalLm;
 
 /// The paper's math system prompt.
 const MATH_SYSTEM: &str = "Please reason step by step, and put your final answer within \\boxed{}.";
@@ -70,12 +69,7 @@ struct Args {
 #[allow(clippy::print_stdout)] // the continuations and the measurements are the output
 fn main() -> Result<()> {
     let args = Args::parse();
-    let device = em_examples::device();
-    let dtype = em_examples::parse_dtype(&args.dtype).map_err(anyhow::Error::msg)?;
-    let started = Instant::now();
-    let pretrained = from_pretrained(&args.model, &device, &LoadOptions { dtype })
-        .with_context(|| format!("loading {}", args.model))?;
-    let load_s = started.elapsed().as_secs_f64();
+    let (pretrained, load_s) = em_examples::load_pretrained(&args.model, &args.dtype)?;
     let tok = &pretrained.tokenizer;
     let text = em_examples::prompt_text(tok, &args.prompt, args.chat, Some(&args.system))?;
     let ids = tok.encode(&text, false)?;

@@ -19,7 +19,6 @@ use clap::Parser;
 use em_eval::problems::{Benchmark, data_dir};
 use em_eval::runner::{EvalOptions, Strategy, evaluate, grade_outputs};
 use em_infer::{EmInfConfig, Generator};
-use em_models::{LoadOptions, from_pretrained};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser, Debug)]
@@ -109,10 +108,7 @@ fn main() -> Result<()> {
     let Some(model_dir) = &args.model else {
         bail!("--model DIR is needed (or --grade-only FILE)");
     };
-    let device = em_examples::device();
-    let dtype = em_examples::parse_dtype(&args.dtype).map_err(anyhow::Error::msg)?;
-    let pretrained = from_pretrained(model_dir, &device, &LoadOptions { dtype })
-        .with_context(|| format!("loading {model_dir}"))?;
+    let (pretrained, _) = em_examples::load_pretrained(model_dir, &args.dtype)?;
     let generator = Generator::new(&pretrained.model, &pretrained.tokenizer);
     for bench in &benches {
         let problems = bench.load(&data)?;

@@ -12,10 +12,9 @@
 use std::io::Write;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use em_infer::{GenerateConfig, Generator, ProcessorChain, Sampling};
-use em_models::{LoadOptions, from_pretrained};
 
 #[derive(Parser, Debug)]
 #[command(about = "Generate with an em-models checkpoint")]
@@ -61,12 +60,7 @@ struct Args {
 #[allow(clippy::print_stdout)] // the continuation and the speeds are the output
 fn main() -> Result<()> {
     let args = Args::parse();
-    let device = em_examples::device();
-    let dtype = em_examples::parse_dtype(&args.dtype).map_err(anyhow::Error::msg)?;
-    let started = Instant::now();
-    let pretrained = from_pretrained(&args.model, &device, &LoadOptions { dtype })
-        .with_context(|| format!("loading {}", args.model))?;
-    let load_s = started.elapsed().as_secs_f64();
+    let (pretrained, load_s) = em_examples::load_pretrained(&args.model, &args.dtype)?;
     let tok = &pretrained.tokenizer;
     let text = em_examples::prompt_text(tok, &args.prompt, args.chat, args.system.as_deref())?;
     let config = GenerateConfig {

@@ -207,6 +207,22 @@ pub fn prompt_text(
     tokenizer.apply_chat_template(&messages, true)
 }
 
+/// Loads a checkpoint directory (or, with em-models' `hub` feature, a hub id) on this build's
+/// [`device`] with weights in `dtype` (`f32`, `bf16` or `f16`); returns it with the load time in
+/// seconds.
+///
+/// # Errors
+/// An unknown dtype, or any loading error (with the directory named).
+pub fn load_pretrained(model: &str, dtype: &str) -> anyhow::Result<(em_models::Pretrained, f64)> {
+    use anyhow::Context;
+    let dtype = parse_dtype(dtype).map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let pretrained =
+        em_models::from_pretrained(model, &device(), &em_models::LoadOptions { dtype })
+            .with_context(|| format!("loading {model}"))?;
+    Ok((pretrained, started.elapsed().as_secs_f64()))
+}
+
 /// Parses a weight dtype name: `f32`, `bf16` or `f16`.
 ///
 /// # Errors
