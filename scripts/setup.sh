@@ -4,7 +4,7 @@
 #     a machine without a GPU;
 #   - a system Python 3 (/usr/bin/python3: em-eval's sandbox runs model-written code with it, as
 #     an unprivileged user that cannot read interpreters under /root) and util-linux (`unshare`,
-#     `setpriv`: the sandbox's namespaces).
+#     `setpriv`: the sandbox's namespaces; procps: `pgrep` in its process-storm test).
 # Idempotent and quiet when everything is present. Needs root (or sudo) only to install.
 set -euo pipefail
 
@@ -14,14 +14,15 @@ have_lavapipe() {
 }
 
 have_python() {
-  [ -x /usr/bin/python3 ] && command -v unshare >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1
+  [ -x /usr/bin/python3 ] && command -v unshare >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1 &&
+    command -v pgrep >/dev/null 2>&1
 }
 
 if have_lavapipe && have_python; then
   exit 0
 fi
 
-packages=(mesa-vulkan-drivers libvulkan1 python3 util-linux)
+packages=(mesa-vulkan-drivers libvulkan1 python3 util-linux procps)
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "setup: no apt-get here; install Mesa's lavapipe Vulkan driver and the Vulkan loader" \
     "(Debian/Ubuntu: ${packages[*]}) with your package manager" >&2
