@@ -599,9 +599,9 @@ pub fn write_markdown(out_dir: &Path) -> Result<()> {
     write_atomic(&out_dir.join("report.md"), md.as_bytes())
 }
 
-/// Grades existing outputs (JSON Lines with at least `id` and `output`, e.g. another tool's
-/// records) against `problems`, writing them as records of strategy `strategy` and the usual
-/// summary: evaluation without a model.
+/// Grades existing outputs (a JSON Lines file, or a directory of `*.jsonl` files, with at least
+/// `id` and `output` per line, e.g. another tool's records) against `problems`, writing them as
+/// records of strategy `strategy` and the usual summary: evaluation without a model.
 ///
 /// # Errors
 /// [`EvalError::Record`] for a line without `id`/`output`, [`EvalError::UnknownProblem`] for an
@@ -622,10 +622,29 @@ pub fn grade_outputs(
         #[serde(default)]
         tokens: usize,
     }
-    let text = std::fs::read_to_string(outputs).map_err(|source| EvalError::Io {
-        path: outputs.to_path_buf(),
-        source,
-    })?;
+    // A file, or a directory whose `*.jsonl` files are read in name order.
+    let files: Vec<PathBuf> = if outputs.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(outputs)
+            .map_err(|source| EvalError::Io {
+                path: outputs.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![outputs.to_path_buf()]
+    };
+    let mut inputs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| EvalError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        inputs.push((file, text));
+    }
     std::fs::create_dir_all(&options.out_dir).map_err(|source| EvalError::Io {
         path: options.out_dir.clone(),
         source,
@@ -633,13 +652,15 @@ pub fn grade_outputs(
     let by_id: BTreeMap<&str, &Problem> = problems.iter().map(|p| (p.id.as_str(), p)).collect();
     let mut lines = String::new();
     let mut graded = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    let lines_in = inputs.iter().flat_map(|(file, text)| {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(move |(i, l)| (file, i, l))
+    });
+    for (file, i, line) in lines_in {
         let out: Output = serde_json::from_str(line).map_err(|source| EvalError::Record {
-            path: outputs.to_path_buf(),
+            path: file.clone(),
             line: i + 1,
             source,
         })?;

@@ -203,3 +203,30 @@ fn pathological_inputs_stay_fast_and_safe() {
     assert!(!answers_match("\\sqrt[", "2").correct);
     assert!(t.elapsed().as_secs_f64() < 2.0);
 }
+
+/// The grader against the benchmark's own reference solutions: the last `\boxed{}` of every
+/// MATH500 solution must match its `expected_answer` on at least 99% of rows (the rest are
+/// printed). Measured: 500 / 500.
+#[test]
+fn math500_solutions_agree_with_expected_answers() {
+    let path = em_eval::problems::data_dir().join("math500/math_test_cleaned.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let solutions = json["solution"].as_object().unwrap();
+    let expected = json["expected_answer"].as_object().unwrap();
+    let mut disagree = Vec::new();
+    for (row, solution) in solutions {
+        let boxed = last_boxed(solution.as_str().unwrap()).unwrap_or_default();
+        let reference = expected[row].as_str().unwrap();
+        if !answers_match(&boxed, reference).correct {
+            disagree.push(format!("{row}: {boxed:?} vs {reference:?}"));
+        }
+    }
+    eprintln!(
+        "MATH500: {} / {} agree; disagreements: {disagree:#?}",
+        solutions.len() - disagree.len(),
+        solutions.len()
+    );
+    assert_eq!(solutions.len(), 500);
+    assert!(disagree.len() * 100 <= solutions.len(), "{disagree:#?}");
+}

@@ -178,6 +178,15 @@ fn existing_outputs_are_graded_without_a_model() {
     let report = grade_outputs(&outputs, "math500", &problems, "imported", &options(&out)).unwrap();
     assert_eq!((report.problems, report.correct), (5, 4));
     assert_eq!(report.stages.get("string"), Some(&4));
+    // A directory of output files works the same.
+    let several = dir.path().join("several");
+    std::fs::create_dir_all(&several).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(several.join("a.jsonl"), lines[..2].join("\n")).unwrap();
+    std::fs::write(several.join("b.jsonl"), lines[2..].join("\n")).unwrap();
+    std::fs::write(several.join("notes.txt"), "not read").unwrap();
+    let again = grade_outputs(&several, "math500", &problems, "imported", &options(&out)).unwrap();
+    assert_eq!((again.problems, again.correct), (5, 4));
     std::fs::write(&outputs, "{\"id\": \"nope\", \"output\": \"1\"}\n").unwrap();
     assert!(matches!(
         grade_outputs(&outputs, "math500", &problems, "x", &options(&out)),

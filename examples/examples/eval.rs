@@ -58,7 +58,8 @@ struct Args {
     /// Benchmark files directory (default: em-eval's shipped data).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Grade the outputs in this JSON Lines file (`id`, `output`) instead of generating.
+    /// Grade the outputs in this JSON Lines file, or in every `*.jsonl` of this directory
+    /// (`id`, `output` per line), instead of generating.
     #[arg(long)]
     grade_only: Option<PathBuf>,
     /// Weight dtype on the device: f32, bf16 or f16.
