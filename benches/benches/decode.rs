@@ -12,7 +12,6 @@
 //! Groups: `{backend}/decode_step/{model}_b{batch}_{variant}` and `{backend}/sample/{variant}_r{rows}`.
 #![allow(missing_docs, clippy::unwrap_used)] // a bench that cannot load its model should stop loudly
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -21,7 +20,7 @@ use em_infer::{
     AdaptiveTemperatureProcessor, EmInfConfig, EmInfProcessor, LogitsProcessor, ProcessorChain,
     Sampler, Sampling, StepContext,
 };
-use em_models::{CausalLm, LoadOptions, Logits, Qwen2ForCausalLM};
+use em_models::{CausalLm, Logits, Qwen2ForCausalLM};
 
 const CONTEXT: usize = 128;
 
@@ -144,27 +143,15 @@ fn sampler(c: &mut Criterion) {
 }
 
 fn tiny(c: &mut Criterion) {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../em-models/tests/fixtures/qwen2-tied");
-    for (name, device) in em_benches::backends() {
-        let model = Qwen2ForCausalLM::from_dir(&dir, &device, &LoadOptions::default()).unwrap();
+    for (name, model) in em_benches::tiny_models() {
         bench_decode(c, name, "tiny", &model);
     }
 }
 
 fn real(c: &mut Criterion) {
-    let Some(root) = std::env::var_os("EM_QWEN_DIR") else {
-        eprintln!("real-model decode benches skipped: EM_QWEN_DIR is not set");
-        return;
-    };
-    let dir = PathBuf::from(root).join("qwen2.5-coder-0.5b-instruct-f32");
-    #[cfg(feature = "flex")]
-    {
-        let device = Device::flex();
-        let model = Qwen2ForCausalLM::from_dir(&dir, &device, &LoadOptions::default()).unwrap();
+    if let Some(model) = em_benches::real_model() {
         bench_decode(c, "flex", "qwen2.5-0.5b-f32", &model);
     }
-    let _ = (c, dir);
 }
 
 criterion_group!(benches, tiny, sampler, real);

@@ -10,12 +10,11 @@
 //! ```
 #![allow(missing_docs, clippy::unwrap_used)] // a bench that cannot load its model should stop loudly
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use em_models::{LoadOptions, Logits, Qwen2ForCausalLM};
+use em_models::{Logits, Qwen2ForCausalLM};
 
 const PREFILL: usize = 128;
 
@@ -77,27 +76,17 @@ fn bench_model(
 }
 
 fn tiny(c: &mut Criterion) {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../em-models/tests/fixtures/qwen2-tied");
-    for (name, device) in em_benches::backends() {
-        let model = Qwen2ForCausalLM::from_dir(&dir, &device, &LoadOptions::default()).unwrap();
+    for (name, model) in em_benches::tiny_models() {
+        let device = model.device();
         bench_model(c, name, "tiny", &model, &device);
     }
 }
 
 fn real(c: &mut Criterion) {
-    let Some(root) = std::env::var_os("EM_QWEN_DIR") else {
-        eprintln!("real-model benches skipped: EM_QWEN_DIR is not set");
-        return;
-    };
-    let dir = PathBuf::from(root).join("qwen2.5-coder-0.5b-instruct-f32");
-    #[cfg(feature = "flex")]
-    {
-        let device = Device::flex();
-        let model = Qwen2ForCausalLM::from_dir(&dir, &device, &LoadOptions::default()).unwrap();
+    if let Some(model) = em_benches::real_model() {
+        let device = model.device();
         bench_model(c, "flex", "qwen2.5-0.5b-f32", &model, &device);
     }
-    let _ = (c, dir);
 }
 
 criterion_group!(benches, tiny, real);

@@ -39,3 +39,51 @@ pub fn random_logits(rows: usize, vocab: usize, seed: u64, device: &Device) -> T
         .collect();
     Tensor::from_data(TensorData::new(values, [rows, vocab]), device)
 }
+
+/// The tiny committed Qwen2 fixture on every compiled backend, named.
+///
+/// # Panics
+/// If the fixture does not load (a bench without its model should stop loudly).
+#[allow(clippy::unwrap_used)]
+pub fn tiny_models() -> Vec<(&'static str, em_models::Qwen2ForCausalLM)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../em-models/tests/fixtures/qwen2-tied");
+    backends()
+        .into_iter()
+        .map(|(name, device)| {
+            let options = em_models::LoadOptions::default();
+            (
+                name,
+                em_models::Qwen2ForCausalLM::from_dir(&dir, &device, &options).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The real Qwen2.5-Coder-0.5B-Instruct (f32) on flex, from `$EM_QWEN_DIR` (see
+/// `scripts/qwen/README.md`); `None`, with a message, when the variable is unset or flex is
+/// not compiled in.
+///
+/// # Panics
+/// If `EM_QWEN_DIR` is set but the checkpoint does not load.
+#[allow(clippy::unwrap_used)]
+pub fn real_model() -> Option<em_models::Qwen2ForCausalLM> {
+    let Some(root) = std::env::var_os("EM_QWEN_DIR") else {
+        eprintln!("real-model benches skipped: EM_QWEN_DIR is not set");
+        return None;
+    };
+    let dir = std::path::PathBuf::from(root).join("qwen2.5-coder-0.5b-instruct-f32");
+    #[cfg(feature = "flex")]
+    {
+        let options = em_models::LoadOptions::default();
+        Some(em_models::Qwen2ForCausalLM::from_dir(&dir, &Device::flex(), &options).unwrap())
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        eprintln!(
+            "real-model benches skipped: built without flex ({})",
+            dir.display()
+        );
+        None
+    }
+}
