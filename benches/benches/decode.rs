@@ -69,7 +69,7 @@ fn bench_decode(c: &mut Criterion, backend: &str, label: &str, model: &Qwen2ForC
             )
             .unwrap();
         let rows: Vec<usize> = (0..batch).collect();
-        let histories = vec![Vec::new(); batch];
+        let histories: Vec<&[u32]> = vec![&[]; batch];
         for (name, mut processor) in variants() {
             // The paper's evaluation temperature.
             let mut sampler = Sampler::new(Sampling::with_temperature(0.1), 42, batch).unwrap();

@@ -234,6 +234,14 @@ impl EvalReport {
     }
 }
 
+/// Maps an I/O error on `path` to [`EvalError::Io`].
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
+    move |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// The records file of a benchmark and strategy.
 pub fn records_path(out_dir: &Path, benchmark: &str, strategy: &str) -> PathBuf {
     out_dir.join(format!("{benchmark}.{strategy}.jsonl"))
@@ -261,10 +269,7 @@ pub fn read_records(path: &Path) -> Result<Vec<EvalRecord>> {
             .write(true)
             .open(path)
             .and_then(|f| f.set_len(complete as u64));
-        file.map_err(|source| EvalError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        file.map_err(io_error(path))?;
     }
     text[..complete]
         .lines()
@@ -399,10 +404,7 @@ pub fn evaluate<M: CausalLm + ?Sized>(
             strategy.name()
         )));
     }
-    std::fs::create_dir_all(&options.out_dir).map_err(|source| EvalError::Io {
-        path: options.out_dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&options.out_dir).map_err(io_error(&options.out_dir))?;
     let name = strategy.name();
     let path = records_path(&options.out_dir, benchmark, &name);
     let selected = &problems[..options.limit.unwrap_or(problems.len()).min(problems.len())];
@@ -412,10 +414,7 @@ pub fn evaluate<M: CausalLm + ?Sized>(
         .create(true)
         .append(true)
         .open(&path)
-        .map_err(|source| EvalError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(io_error(&path))?;
     let tokenizer = generator.tokenizer();
     let sampling = match strategy {
         Strategy::Greedy => Sampling::greedy(),
@@ -516,10 +515,7 @@ pub fn evaluate<M: CausalLm + ?Sized>(
             // run drops.
             file.write_all(line.as_bytes())
                 .and_then(|()| file.flush())
-                .map_err(|source| EvalError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(io_error(&path))?;
             if on_record(&record).is_break() {
                 return Err(EvalError::Interrupted);
             }
@@ -572,10 +568,7 @@ fn finish(
 /// [`EvalError::Io`].
 pub fn write_markdown(out_dir: &Path) -> Result<()> {
     let mut reports: Vec<EvalReport> = std::fs::read_dir(out_dir)
-        .map_err(|source| EvalError::Io {
-            path: out_dir.to_path_buf(),
-            source,
-        })?
+        .map_err(io_error(out_dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
@@ -625,10 +618,7 @@ pub fn grade_outputs(
     // A file, or a directory whose `*.jsonl` files are read in name order.
     let files: Vec<PathBuf> = if outputs.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(outputs)
-            .map_err(|source| EvalError::Io {
-                path: outputs.to_path_buf(),
-                source,
-            })?
+            .map_err(io_error(outputs))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
             .collect();
@@ -639,16 +629,10 @@ pub fn grade_outputs(
     };
     let mut inputs = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| EvalError::Io {
-            path: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&file).map_err(io_error(&file))?;
         inputs.push((file, text));
     }
-    std::fs::create_dir_all(&options.out_dir).map_err(|source| EvalError::Io {
-        path: options.out_dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&options.out_dir).map_err(io_error(&options.out_dir))?;
     let by_id: BTreeMap<&str, &Problem> = problems.iter().map(|p| (p.id.as_str(), p)).collect();
     let mut lines = String::new();
     let mut graded = Vec::new();

@@ -304,9 +304,10 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
             let n = active.len();
             let z: Tensor<2> = logits.reshape([n, vocab]);
             let model_entropy = em_core::entropy(z.clone()).unsqueeze_dim::<2>(1);
-            let histories: Vec<Vec<u32>> = active
+            // Borrowed, not copied: a step costs O(rows) here, not O(rows · tokens so far).
+            let histories: Vec<&[u32]> = active
                 .iter()
-                .map(|&r| rows[r].generation.tokens.clone())
+                .map(|&r| rows[r].generation.tokens.as_slice())
                 .collect();
             let ctx = StepContext::new(step, &active, &histories);
             let processed = processor.process(z, &ctx).map_err(|e| match e {

@@ -11,7 +11,7 @@
 //!     // a closure: sharpen every row (temperature 1/2)
 //!     .with(|logits: Tensor<2>, _ctx: &StepContext<'_>| Ok::<_, InferError>(logits * 2.0));
 //! let logits = Tensor::<2>::from_floats([[2.0, 1.0, 0.5]], &Device::default());
-//! let out = chain.process(logits, &StepContext::new(0, &[0], &[vec![]]))?;
+//! let out = chain.process(logits, &StepContext::new(0, &[0], &[&[]]))?;
 //! assert_eq!(out.dims(), [1, 3]);
 //! # Ok::<(), em_infer::InferError>(())
 //! ```
@@ -31,12 +31,12 @@ pub struct StepContext<'a> {
     /// are dropped, so row `i` of the logits is sequence `rows[i]`).
     pub rows: &'a [usize],
     /// For each logits row, the tokens generated so far.
-    pub generated: &'a [Vec<u32>],
+    pub generated: &'a [&'a [u32]],
 }
 
 impl<'a> StepContext<'a> {
     /// A context for `step` with the given row map and histories.
-    pub fn new(step: usize, rows: &'a [usize], generated: &'a [Vec<u32>]) -> Self {
+    pub fn new(step: usize, rows: &'a [usize], generated: &'a [&'a [u32]]) -> Self {
         Self {
             step,
             rows,

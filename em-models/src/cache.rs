@@ -146,13 +146,19 @@ impl KvCache {
             return Ok(());
         }
         let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        // One upload of the row list, shared by every layer's buffers.
+        let mut index_tensor: Option<Tensor<1, Int>> = None;
         for layer in &mut self.layers {
             for buffer in [&mut layer.keys, &mut layer.values] {
                 if let Some(b) = buffer.take() {
-                    let index = Tensor::<1, Int>::from_data(
-                        TensorData::new(index.clone(), [index.len()]),
-                        &b.device(),
-                    );
+                    let index = index_tensor
+                        .get_or_insert_with(|| {
+                            Tensor::from_data(
+                                TensorData::new(index.clone(), [index.len()]),
+                                &b.device(),
+                            )
+                        })
+                        .clone();
                     *buffer = Some(b.select(0, index));
                 }
             }
