@@ -2,7 +2,7 @@
 # Installs the system packages em's tests need, if they are missing:
 #   - Mesa's software Vulkan driver (lavapipe) and the Vulkan loader, so the wgpu backend runs on
 #     a machine without a GPU;
-#   - a system Python 3 (/usr/bin/python3: em-eval's sandbox runs model-written code with it, as
+#   - a system Python 3 (/usr/bin/python3: em-grade's sandbox runs model-written code with it, as
 #     an unprivileged user that cannot read interpreters under /root) and util-linux (`unshare`,
 #     `setpriv`: the sandbox's namespaces; procps: `pgrep` in its process-storm test).
 # Idempotent and quiet when everything is present. Needs root (or sudo) only to install.

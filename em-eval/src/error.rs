@@ -1,5 +1,4 @@
-//! The error type of em-eval's runner (the loaders and the sandbox have their own:
-//! [`crate::problems::LoadError`], [`crate::sandbox::SandboxError`]).
+//! The error type of em-eval's runner.
 
 use std::path::PathBuf;
 
@@ -7,12 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EvalError {
-    /// A benchmark file is malformed.
+    /// A benchmark file is malformed, or code could not be run at all.
     #[error(transparent)]
-    Load(#[from] crate::problems::LoadError),
-    /// Code could not be run at all.
-    #[error(transparent)]
-    Sandbox(#[from] crate::sandbox::SandboxError),
+    Grade(#[from] em_grade::GradeError),
     /// Generation failed.
     #[error(transparent)]
     Infer(#[from] em_infer::InferError),

@@ -1,8 +1,9 @@
 //! # em-eval
 //!
-//! Evaluating entropy minimization the way the paper does (`../shared/docs/method.md` §4-§6):
-//! benchmark loaders, math answer extraction and equivalence, sandboxed code execution, and a
-//! resumable evaluation runner over [`em_infer::Generator`].
+//! Evaluating entropy minimization the way the paper does (`docs/method.md` §4-§6):
+//! a resumable evaluation runner over [`em_infer::Generator`] with the paper's decoding
+//! strategies, grading every output with [`em_grade`] (benchmarks, math and code grading, the
+//! sandbox — re-exported here, so `em_eval::math` is `em_grade::math`).
 //!
 //! ## Quick start
 //! ```
@@ -18,20 +19,24 @@
 //! ## Map
 //! | module | what |
 //! |---|---|
-//! | [`problems`] | [`Problem`], [`Benchmark`] (the eight shipped sets, files in `em-eval/data/`), the generic [`problems::load_jsonl`] |
-//! | [`math`] | [`math::extract_answer`], [`math::normalize`], [`math::answers_match`] → [`math::Verdict`] (which stage decided) |
-//! | [`sandbox`] | [`sandbox::run_python`]: limits, namespaces (network, PID, mount, read-only filesystem, unprivileged user) or an audit hook |
-//! | [`code`] | code extraction, the HumanEval / MBPP / LeetCode harnesses, [`code::pass_at_k`], a bounded worker pool |
-//! | [`runner`] | [`runner::evaluate`] with a [`runner::Strategy`]: JSON Lines records as it goes, resume, summary JSON, Markdown table; [`runner::grade_outputs`] for existing outputs |
+//! | [`runner`] | [`runner::evaluate`] with [`EvalOptions`]: prompts, generation, grading, JSON Lines records as it goes, resume |
+//! | [`strategy`] | [`Strategy`]: sampling, greedy, EM-INF, adaptive temperature, self-consistency, refinement |
+//! | [`records`] | [`EvalRecord`], [`EvalReport`], the summary JSON and `report.md` (atomic writes) |
+//! | [`grade_only`] | [`grade_only::grade_outputs`]: grading another tool's outputs into the same files |
+//! | re-exported from [`em_grade`] | [`problems`], [`math`], [`code`], [`sandbox`], [`prompts`], [`grade`] |
 #![warn(missing_docs)]
 
-pub mod code;
 pub mod error;
-pub mod math;
-pub mod problems;
+pub mod grade_only;
+pub mod records;
 pub mod runner;
-pub mod sandbox;
+pub mod strategy;
 
+pub use em_grade::{
+    Benchmark, Grade, GradeStage, Problem, Task, code, grade, math, problems, prompts, sandbox,
+};
 pub use error::{EvalError, Result};
-pub use problems::{Benchmark, Problem, Task};
-pub use runner::{EvalOptions, EvalRecord, EvalReport, Strategy, evaluate};
+pub use grade_only::grade_outputs;
+pub use records::{EvalRecord, EvalReport};
+pub use runner::{EvalOptions, evaluate};
+pub use strategy::Strategy;

@@ -1,4 +1,4 @@
-//! Adaptive temperature, EM-INF's baseline (`../shared/docs/method.md` §3): per row, lower the
+//! Adaptive temperature, EM-INF's baseline (`docs/method.md` §3): per row, lower the
 //! temperature until the entropy drops to a fraction of its original value.
 //!
 //! `H0 = entropy(softmax(z))`, `target = max(δ, α·H0)`. A row with `H0 ≤ δ` is left alone

@@ -1,5 +1,5 @@
 //! EM-INF: a few Adam steps on each decoding step's logits to lower their entropy
-//! (`../shared/docs/method.md` §3, following the released code).
+//! (`docs/method.md` §3, following the released code).
 //!
 //! Per row of `[batch, vocab]` logits `z0` (fp32), with `p0 = softmax(z0)` fixed and a fresh Adam
 //! state (β1 0.9, β2 0.999, ε 1e-8, bias correction, no weight decay) at every call:

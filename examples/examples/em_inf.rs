@@ -8,7 +8,7 @@
 //! cargo run --release --example em_inf --features wgpu -- --model DIR --prompt "..."   # wgpu backend
 //! ```
 //!
-//! Defaults are the paper's (`../shared/docs/method.md` §3 and §4): temperature 0.1 after EM-INF,
+//! Defaults are the paper's (`docs/method.md` §3 and §4): temperature 0.1 after EM-INF,
 //! threshold 0.3, KL weight 0.05, learning rate 0.1, 3 Adam steps, seed 42, and the paper's math
 //! system prompt with `--chat`. "Mean entropy sampled-from" is the entropy of the distribution
 //! each token was drawn from (after EM-INF and temperature); "model" is the model's own.
@@ -19,8 +19,7 @@ use clap::Parser;
 use em_infer::{EmInfConfig, GenerateConfig, Generator, Sampling};
 use em_models::CausalLm;
 
-/// The paper's math system prompt.
-const MATH_SYSTEM: &str = "Please reason step by step, and put your final answer within \\boxed{}.";
+use em_eval::prompts::MATH_SYSTEM_PROMPT as MATH_SYSTEM;
 
 #[derive(Parser, Debug)]
 #[command(about = "Generate with plain sampling and with EM-INF from the same seed")]

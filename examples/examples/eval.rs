@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use em_eval::problems::{Benchmark, data_dir};
-use em_eval::runner::{EvalOptions, Strategy, evaluate, grade_outputs};
+use em_eval::{EvalOptions, Strategy, evaluate, grade_outputs};
 use em_infer::{EmInfConfig, Generator};
 use indicatif::{ProgressBar, ProgressStyle};
 

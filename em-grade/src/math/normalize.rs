@@ -1,37 +1,52 @@
 //! Answer normalisation: the rewriting every answer goes through before it is compared
-//! (`../shared/docs/method.md` §4). Each rule is one small function, listed in [`normalize`].
+//! (`docs/method.md` §4). Each rule is one small function, listed in [`normalize`].
 
 use super::extract::{last_boxed, matching_brace};
 
 /// Normalises an answer string: the result of two equivalent answers is often identical, and is
 /// what the later comparison stages parse. Rules, in order:
 /// 1. surrounding `$`, `\(..\)`, `\[..\]` and a `\boxed{}` wrapper removed;
-/// 2. `\left`, `\right`, `\displaystyle`, spacing commands (`\!`, `\,`, `\;`, `\:`, `\ `, `~`,
-///    `\quad`) removed; `\dfrac`/`\tfrac` → `\frac`;
+/// 2. `\left`, `\right`, `\bigl`, `\Big` and the like, `\displaystyle`, spacing commands (`\!`,
+///    `\,`, `\;`, `\:`, `\ `, `~`, `\quad`) removed; `\dfrac`/`\tfrac` → `\frac`, `\lbrace` →
+///    `\{`, `\lvert` → `|`, `∞` and `infinity` → `\infty`;
 /// 3. degree signs (`^\circ`, `^{\circ}`, `°`), percent signs and dollar signs removed;
-/// 4. `\text{..}`-like groups (`\text`, `\textbf`, `\textit`, `\mbox`, `\mathrm`, `\mathbf`,
-///    `\operatorname`): a unit after a value is dropped (`5\text{ cm}^2` → `5`), anything else
-///    is unwrapped (`\text{(C)}` → `(C)`); a plain trailing unit word after a number too
-///    (`10 inches` → `10`);
-/// 5. white space removed; `\frac12` → `\frac{1}{2}`, `\sqrt2` → `\sqrt{2}`;
-/// 6. thousands separators removed (`10,000`, `10{,}000`);
-/// 7. `x = 3` → `3` when the left side is a single variable or function name;
-/// 8. a trailing `.` removed, a leading zero added (`.5` → `0.5`);
-/// 9. a number word (`five`, `twelve`) → its digits.
+/// 4. `\text{..}`-like groups (`\text`, `\textbf`, `\textit`, `\textsf`, `\emph`, `\mbox`,
+///    `\mathrm`, `\mathbf`, `\mathit`, `\operatorname`, ...): a unit after a value is dropped
+///    (`5\text{ cm}^2` → `5`), anything else is unwrapped (`\text{(C)}` → `(C)`); a plain
+///    trailing unit word after a number too (`10 inches` → `10`, but not `-8-2 i`, `3 n`);
+/// 5. a number in words (`five`, `Twelve.`, `twenty-one`, `one hundred and five`) → its digits;
+/// 6. white space removed; `\frac12` → `\frac{1}{2}`, `\sqrt2` → `\sqrt{2}`;
+/// 7. thousands separators removed (`10,000`, `10{,}000`);
+/// 8. `x = 3` → `3` when the left side is a single variable or function name (not `\log_2(x)`);
+/// 9. a numeral's base subscript removed (`204_5` → `204`);
+/// 10. a trailing `.` removed, a leading zero added (`.5` → `0.5`).
 pub fn normalize(answer: &str) -> String {
+    normalize_with(answer, true)
+}
+
+/// [`normalize`] without rule 8: an equation (`y = 2x + 3`) stays whole, for the equation stage.
+pub(crate) fn normalize_keeping_equation(answer: &str) -> String {
+    normalize_with(answer, false)
+}
+
+fn normalize_with(answer: &str, strip_variable: bool) -> String {
     let mut s = answer.trim().to_string();
     s = strip_wrappers(&s);
     s = strip_layout(&s);
     s = strip_marks(&s);
     s = strip_text_groups(&s);
     s = strip_plain_unit(&s);
+    if let Some(n) = number_words(&s) {
+        return n.to_string();
+    }
     s.retain(|c| !c.is_whitespace());
     s = brace_short_arguments(&s);
     s = strip_thousands(&s);
-    s = strip_variable_prefix(&s);
+    if strip_variable {
+        s = strip_variable_prefix(&s);
+    }
     s = strip_base_subscript(&s);
     s = fix_decimal_point(&s);
-    s = number_word(&s).unwrap_or(s);
     s
 }
 
@@ -55,14 +70,34 @@ fn strip_wrappers(s: &str) -> String {
 
 fn strip_layout(s: &str) -> String {
     let mut s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac");
+    for (from, to) in [
+        ("∞", "\\infty"),
+        ("Infinity", "\\infty"),
+        ("infinity", "\\infty"),
+        ("\\lbrace", "\\{"),
+        ("\\rbrace", "\\}"),
+        ("\\lvert", "|"),
+        ("\\rvert", "|"),
+    ] {
+        s = s.replace(from, to);
+    }
     for cmd in [
         "\\left",
         "\\right",
         "\\displaystyle",
+        "\\textstyle",
         "\\bigl",
         "\\bigr",
         "\\Bigl",
         "\\Bigr",
+        "\\biggl",
+        "\\biggr",
+        "\\Biggl",
+        "\\Biggr",
+        "\\big",
+        "\\Big",
+        "\\bigg",
+        "\\Bigg",
     ] {
         s = remove_command(&s, cmd);
     }
@@ -127,14 +162,21 @@ fn strip_marks(s: &str) -> String {
     s
 }
 
-const TEXT_COMMANDS: [&str; 8] = [
+const TEXT_COMMANDS: [&str; 15] = [
     "\\textbf",
     "\\textit",
     "\\textrm",
+    "\\textsf",
+    "\\texttt",
+    "\\textnormal",
+    "\\textup",
     "\\text",
+    "\\emph",
     "\\mbox",
     "\\mathrm",
     "\\mathbf",
+    "\\mathit",
+    "\\mathsf",
     "\\operatorname",
 ];
 
@@ -217,16 +259,19 @@ fn strip_plain_unit(s: &str) -> String {
         return t.to_string();
     };
     let (head, tail) = (&t[..space], t[space..].trim());
-    let numeric = !head.is_empty()
-        && head
-            .chars()
-            .all(|c| c.is_ascii_digit() || ".,-".contains(c))
-        && head.chars().any(|c| c.is_ascii_digit());
-    let words = tail.split_whitespace().all(|w| {
-        w.chars()
-            .all(|c| c.is_ascii_alphabetic() || c == '.' || c == '^' || c.is_ascii_digit())
-            && w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-    });
+    // A number (`-8`, `3.5`, `1,250`), not an expression (`-8-2 i` keeps its `i`).
+    let body = head.strip_prefix('-').unwrap_or(head);
+    let numeric = body.chars().all(|c| c.is_ascii_digit() || ".,".contains(c))
+        && body.chars().any(|c| c.is_ascii_digit())
+        && body.matches('.').count() <= 1;
+    // Words, but not the imaginary unit, a constant written out or a lone letter that is
+    // rather a variable (`3 i`, `2 pi`, `3 n`).
+    let words = !matches!(tail, "i" | "pi" | "e" | "n" | "k" | "x" | "y" | "z")
+        && tail.split_whitespace().all(|w| {
+            w.chars()
+                .all(|c| c.is_ascii_alphabetic() || c == '.' || c == '^' || c.is_ascii_digit())
+                && w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        });
     if numeric && words {
         head.to_string()
     } else {
@@ -318,13 +363,22 @@ fn strip_variable_prefix(s: &str) -> String {
 }
 
 /// A single variable: a letter or a Greek command, optionally subscripted, optionally applied
-/// to a parenthesised argument list (`f(x)`, `a_{n}`, `\theta`).
+/// to a parenthesised argument list (`f(x)`, `a_{n}`, `\theta`); not a function the expression
+/// parser knows (`\log_2(x)`, `\sin(x)`).
 pub(crate) fn is_variable(s: &str) -> bool {
+    const FUNCTIONS: [&str; 14] = [
+        "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "ln", "log", "exp",
+        "sqrt", "frac",
+    ];
     let s = s.trim();
     let base_end = if let Some(rest) = s.strip_prefix('\\') {
-        1 + rest
+        let name_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len())
+            .unwrap_or(rest.len());
+        if FUNCTIONS.contains(&&rest[..name_len]) {
+            return false;
+        }
+        1 + name_len
     } else if s.starts_with(|c: char| c.is_ascii_alphabetic()) {
         1
     } else {
@@ -380,8 +434,11 @@ fn fix_decimal_point(s: &str) -> String {
     s
 }
 
-fn number_word(s: &str) -> Option<String> {
-    const WORDS: [&str; 21] = [
+/// A number written in words, `zero` to the millions: `five`, `Twelve.`, `twenty-one`,
+/// `one hundred and five`, `two thousand twenty-four`. `None` for anything else (`one two`,
+/// `hundred`, `none`).
+fn number_words(s: &str) -> Option<u64> {
+    const UNITS: [&str; 20] = [
         "zero",
         "one",
         "two",
@@ -402,11 +459,73 @@ fn number_word(s: &str) -> Option<String> {
         "seventeen",
         "eighteen",
         "nineteen",
-        "twenty",
     ];
-    let lower = s.to_ascii_lowercase();
-    WORDS
-        .iter()
-        .position(|w| *w == lower)
-        .map(|n| n.to_string())
+    const TENS: [&str; 8] = [
+        "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    #[derive(PartialEq)]
+    enum Last {
+        Start,
+        Unit,
+        Teen,
+        Tens,
+        Hundred,
+        Scale,
+    }
+    let lower = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| c.is_whitespace() || c == '-')
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.is_empty() || words.len() > 12 || words.last() == Some(&"and") {
+        return None;
+    }
+    if words == ["zero"] {
+        return Some(0);
+    }
+    let (mut total, mut current, mut last, mut scale_limit) = (0u64, 0u64, Last::Start, u64::MAX);
+    for w in words {
+        let open = matches!(last, Last::Start | Last::Hundred | Last::Scale);
+        if let Some(n) = UNITS.iter().position(|u| *u == w).filter(|n| *n > 0) {
+            let n = n as u64;
+            if n < 10 && (open || last == Last::Tens) {
+                last = Last::Unit;
+            } else if n >= 10 && open {
+                last = Last::Teen;
+            } else {
+                return None;
+            }
+            current += n;
+        } else if let Some(t) = TENS.iter().position(|u| *u == w) {
+            if !open {
+                return None;
+            }
+            current += 20 + 10 * t as u64;
+            last = Last::Tens;
+        } else if w == "hundred" {
+            if last != Last::Unit || current % 100 >= 10 || current >= 100 {
+                return None;
+            }
+            current *= 100;
+            last = Last::Hundred;
+        } else if w == "and" {
+            if last != Last::Hundred && last != Last::Scale {
+                return None;
+            }
+        } else {
+            let scale = match w {
+                "thousand" => 1_000,
+                "million" => 1_000_000,
+                _ => return None,
+            };
+            if current == 0 || scale >= scale_limit || last == Last::Start {
+                return None;
+            }
+            total += current * scale;
+            current = 0;
+            scale_limit = scale;
+            last = Last::Scale;
+        }
+    }
+    (last != Last::Start).then_some(total + current)
 }

@@ -1,8 +1,10 @@
-//! Benchmark files → one [`Problem`] type (`../shared/docs/method.md` §5), with errors that
+//! Benchmark files → one [`Problem`] type (`docs/method.md` §5), with errors that
 //! name the file, the line and the field at fault.
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
+
+use crate::error::GradeError;
 
 /// One benchmark problem.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -30,6 +32,11 @@ pub enum Task {
     Code {
         /// The tests and how to call them.
         harness: CodeHarness,
+        /// CPU seconds the benchmark's reference solution takes in the sandbox (from
+        /// `data/reference_cpu.json`, see [`crate::reference`]), which scales this problem's
+        /// CPU budget ([`crate::sandbox::SandboxConfig::for_reference`]); `None` when unknown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference_cpu_seconds: Option<f64>,
     },
 }
 
@@ -62,53 +69,7 @@ pub enum CodeHarness {
     },
 }
 
-/// A malformed or unreadable benchmark file.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    /// The file could not be read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not valid JSON (for JSON Lines: on that line).
-    #[error("{}{}: invalid JSON: {source}", path.display(), line.map(|l| format!(", line {l}")).unwrap_or_default())]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line, for JSON Lines.
-        line: Option<usize>,
-        /// The parser's message.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A record without a required field, or with one of the wrong type.
-    #[error("{}{}: field `{field}`: {message}", path.display(), line.map(|l| format!(", line {l}")).unwrap_or_default())]
-    Field {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line (JSON Lines) or record index + 1 (JSON).
-        line: Option<usize>,
-        /// The field.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// Two records with the same id.
-    #[error("{}: duplicate id `{id}`", path.display())]
-    DuplicateId {
-        /// The file.
-        path: PathBuf,
-        /// The id.
-        id: String,
-    },
-}
-
-/// The benchmarks em-eval ships (files under `em-eval/data/`).
+/// The benchmarks em-grade ships (files under `em-grade/data/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Benchmark {
@@ -187,8 +148,8 @@ impl Benchmark {
     /// Loads the benchmark from `data_dir` (e.g. [`data_dir`]).
     ///
     /// # Errors
-    /// [`LoadError`] naming the file, line and field.
-    pub fn load(self, data_dir: &Path) -> Result<Vec<Problem>, LoadError> {
+    /// [`GradeError`] naming the file, line and field.
+    pub fn load(self, data_dir: &Path) -> Result<Vec<Problem>, GradeError> {
         let path = data_dir.join(self.file());
         let name = self.name();
         let problems = match self {
@@ -259,6 +220,7 @@ impl Benchmark {
                         harness: CodeHarness::LeetCode {
                             test: r.string("test")?,
                         },
+                        reference_cpu_seconds: None,
                     },
                 })
             })?,
@@ -274,26 +236,29 @@ impl Benchmark {
                             test: r.string("test")?,
                             entry_point: r.string("entry_point")?,
                         },
+                        reference_cpu_seconds: None,
                     },
                 })
             })?,
             Benchmark::Mbpp => load_mbpp(&path)?,
         };
         check_unique(&path, &problems)?;
+        let mut problems = problems;
+        crate::reference::attach(data_dir, self, &mut problems)?;
         Ok(problems)
     }
 }
 
-/// The benchmark files shipped with em-eval (`em-eval/data`).
+/// The benchmark files shipped with em-grade (`em-grade/data`).
 pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
-fn check_unique(path: &Path, problems: &[Problem]) -> Result<(), LoadError> {
+fn check_unique(path: &Path, problems: &[Problem]) -> Result<(), GradeError> {
     let mut seen = std::collections::HashSet::new();
     for p in problems {
         if !seen.insert(&p.id) {
-            return Err(LoadError::DuplicateId {
+            return Err(GradeError::DuplicateId {
                 path: path.to_path_buf(),
                 id: p.id.clone(),
             });
@@ -317,12 +282,12 @@ pub struct JsonlFields<'a> {
 /// are skipped.
 ///
 /// # Errors
-/// [`LoadError`] naming the file, line and field.
+/// [`GradeError`] naming the file, line and field.
 pub fn load_jsonl(
     path: &Path,
     benchmark: &str,
     fields: &JsonlFields<'_>,
-) -> Result<Vec<Problem>, LoadError> {
+) -> Result<Vec<Problem>, GradeError> {
     let problems = each_jsonl(path, |r| {
         Ok(Problem {
             id: r.scalar(fields.id)?,
@@ -345,8 +310,8 @@ struct Record<'a> {
 }
 
 impl Record<'_> {
-    fn error(&self, field: &str, message: impl Into<String>) -> LoadError {
-        LoadError::Field {
+    fn error(&self, field: &str, message: impl Into<String>) -> GradeError {
+        GradeError::Field {
             path: self.path.to_path_buf(),
             line: Some(self.line),
             field: field.into(),
@@ -354,21 +319,21 @@ impl Record<'_> {
         }
     }
 
-    fn get(&self, field: &str) -> Result<&serde_json::Value, LoadError> {
+    fn get(&self, field: &str) -> Result<&serde_json::Value, GradeError> {
         match self.value.get(field) {
             Some(serde_json::Value::Null) | None => Err(self.error(field, "missing")),
             Some(v) => Ok(v),
         }
     }
 
-    fn string(&self, field: &str) -> Result<String, LoadError> {
+    fn string(&self, field: &str) -> Result<String, GradeError> {
         self.get(field)?
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| self.error(field, "expected a string"))
     }
 
-    fn optional_string(&self, field: &str) -> Result<Option<String>, LoadError> {
+    fn optional_string(&self, field: &str) -> Result<Option<String>, GradeError> {
         match self.value.get(field) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(_) => self.string(field).map(Some),
@@ -376,7 +341,7 @@ impl Record<'_> {
     }
 
     /// A string, or a number written as an integer when it is one (`142.0` → `142`).
-    fn scalar(&self, field: &str) -> Result<String, LoadError> {
+    fn scalar(&self, field: &str) -> Result<String, GradeError> {
         match self.get(field)? {
             serde_json::Value::String(s) => Ok(s.clone()),
             serde_json::Value::Number(n) => Ok(match (n.as_i64(), n.as_f64()) {
@@ -388,7 +353,7 @@ impl Record<'_> {
         }
     }
 
-    fn strings(&self, field: &str) -> Result<Vec<String>, LoadError> {
+    fn strings(&self, field: &str) -> Result<Vec<String>, GradeError> {
         self.get(field)?
             .as_array()
             .ok_or_else(|| self.error(field, "expected a list"))?
@@ -402,8 +367,8 @@ impl Record<'_> {
     }
 }
 
-fn open(path: &Path) -> Result<Box<dyn BufRead>, LoadError> {
-    let io = |source| LoadError::Io {
+pub(crate) fn open(path: &Path) -> Result<Box<dyn BufRead>, GradeError> {
+    let io = |source| GradeError::Io {
         path: path.to_path_buf(),
         source,
     };
@@ -419,18 +384,18 @@ fn open(path: &Path) -> Result<Box<dyn BufRead>, LoadError> {
 
 fn each_jsonl(
     path: &Path,
-    mut parse: impl FnMut(&Record<'_>) -> Result<Problem, LoadError>,
-) -> Result<Vec<Problem>, LoadError> {
+    mut parse: impl FnMut(&Record<'_>) -> Result<Problem, GradeError>,
+) -> Result<Vec<Problem>, GradeError> {
     let mut out = Vec::new();
     for (i, line) in open(path)?.lines().enumerate() {
-        let line = line.map_err(|source| LoadError::Io {
+        let line = line.map_err(|source| GradeError::Io {
             path: path.to_path_buf(),
             source,
         })?;
         if line.trim().is_empty() {
             continue;
         }
-        let value = serde_json::from_str(&line).map_err(|source| LoadError::Json {
+        let value = serde_json::from_str(&line).map_err(|source| GradeError::Json {
             path: path.to_path_buf(),
             line: Some(i + 1),
             source,
@@ -444,15 +409,15 @@ fn each_jsonl(
     Ok(out)
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, LoadError> {
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, GradeError> {
     let mut text = String::new();
     open(path)?
         .read_to_string(&mut text)
-        .map_err(|source| LoadError::Io {
+        .map_err(|source| GradeError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-    serde_json::from_str(&text).map_err(|source| LoadError::Json {
+    serde_json::from_str(&text).map_err(|source| GradeError::Json {
         path: path.to_path_buf(),
         line: None,
         source,
@@ -460,9 +425,9 @@ fn read_json(path: &Path) -> Result<serde_json::Value, LoadError> {
 }
 
 /// MATH500's column-oriented JSON: `{field: {row: value}}`.
-fn load_math500(path: &Path) -> Result<Vec<Problem>, LoadError> {
+fn load_math500(path: &Path) -> Result<Vec<Problem>, GradeError> {
     let json = read_json(path)?;
-    let field_error = |field: &str, row: Option<usize>, message: &str| LoadError::Field {
+    let field_error = |field: &str, row: Option<usize>, message: &str| GradeError::Field {
         path: path.to_path_buf(),
         line: row,
         field: field.into(),
@@ -505,9 +470,9 @@ fn load_math500(path: &Path) -> Result<Vec<Problem>, LoadError> {
 }
 
 /// MBPP's JSON list.
-fn load_mbpp(path: &Path) -> Result<Vec<Problem>, LoadError> {
+fn load_mbpp(path: &Path) -> Result<Vec<Problem>, GradeError> {
     let json = read_json(path)?;
-    let list = json.as_array().ok_or_else(|| LoadError::Field {
+    let list = json.as_array().ok_or_else(|| GradeError::Field {
         path: path.to_path_buf(),
         line: None,
         field: "(top level)".into(),
@@ -537,6 +502,7 @@ fn load_mbpp(path: &Path) -> Result<Vec<Problem>, LoadError> {
                         test_imports,
                         tests,
                     },
+                    reference_cpu_seconds: None,
                 },
             })
         })

@@ -2,7 +2,8 @@
 //! name the file, the line and the field.
 #![allow(clippy::unwrap_used)]
 
-use em_eval::problems::{Benchmark, JsonlFields, LoadError, Task, data_dir, load_jsonl};
+use em_grade::GradeError;
+use em_grade::problems::{Benchmark, JsonlFields, Task, data_dir, load_jsonl};
 
 #[test]
 fn every_benchmark_loads_with_its_size() {
@@ -107,7 +108,7 @@ fn malformed_files_name_file_line_and_field() {
         );
     }
     let err = load_jsonl(&dir.path().join("absent.jsonl"), "mine", &fields).unwrap_err();
-    assert!(matches!(err, LoadError::Io { .. }));
+    assert!(matches!(err, GradeError::Io { .. }));
 
     // The shipped formats, damaged.
     let data = tempfile::tempdir().unwrap();

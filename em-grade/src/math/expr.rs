@@ -2,9 +2,8 @@
 //! (`x`, `a_1`, `\theta`), `+ - * / ^ !`, implicit multiplication (`2x`, `3\sqrt{2}`, `xy`),
 //! `\frac{a}{b}`, `\sqrt{x}`, `\sqrt[n]{x}`, `\cdot`, `\times`, `\div`, `|x|`, `\pi`, `e`,
 //! `\infty`, and the functions `\sin \cos \tan \sec \csc \cot \arcsin \arccos \arctan \ln \log
-//! \exp` (with `\sin^2 x` powers). Used by the numeric and symbolic comparison stages.
-
-use std::collections::BTreeMap;
+//! \exp` (with `\sin^2 x` powers, and `\log_b x`). Used by the numeric, equation and symbolic
+//! comparison stages; evaluation (real, and complex for the imaginary unit) is in `eval.rs`.
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,62 +52,6 @@ pub enum Func {
 }
 
 impl Expr {
-    /// Evaluates with the given variable values; `None` for an unknown variable or a result
-    /// that is not a finite real number.
-    pub fn eval(&self, vars: &BTreeMap<String, f64>) -> Option<f64> {
-        let v = match self {
-            Expr::Num(x) => *x,
-            Expr::Var(name) => *vars.get(name)?,
-            Expr::Neg(a) => -a.eval(vars)?,
-            Expr::Add(a, b) => a.eval(vars)? + b.eval(vars)?,
-            Expr::Sub(a, b) => a.eval(vars)? - b.eval(vars)?,
-            Expr::Mul(a, b) => a.eval(vars)? * b.eval(vars)?,
-            Expr::Div(a, b) => a.eval(vars)? / b.eval(vars)?,
-            Expr::Pow(a, b) => {
-                let (base, exp) = (a.eval(vars)?, b.eval(vars)?);
-                if base < 0.0 && exp.fract() != 0.0 {
-                    // Odd roots of negatives (x^(1/3)) are real.
-                    let inverse = 1.0 / exp;
-                    if (inverse - inverse.round()).abs() < 1e-9 && inverse.round() as i64 % 2 != 0 {
-                        -(-base).powf(exp)
-                    } else {
-                        return None;
-                    }
-                } else {
-                    base.powf(exp)
-                }
-            }
-            Expr::Func(f, a) => {
-                let x = a.eval(vars)?;
-                match f {
-                    Func::Sin => x.sin(),
-                    Func::Cos => x.cos(),
-                    Func::Tan => x.tan(),
-                    Func::Sec => 1.0 / x.cos(),
-                    Func::Csc => 1.0 / x.sin(),
-                    Func::Cot => 1.0 / x.tan(),
-                    Func::Asin => x.asin(),
-                    Func::Acos => x.acos(),
-                    Func::Atan => x.atan(),
-                    Func::Ln => x.ln(),
-                    Func::Log10 => x.log10(),
-                    Func::Exp => x.exp(),
-                    Func::Sqrt => x.sqrt(),
-                    Func::Abs => x.abs(),
-                    Func::Floor => x.floor(),
-                    Func::Ceil => x.ceil(),
-                    Func::Factorial => {
-                        if x < 0.0 || x.fract() != 0.0 || x > 170.0 {
-                            return None;
-                        }
-                        (1..=x as u64).map(|k| k as f64).product()
-                    }
-                }
-            }
-        };
-        v.is_finite().then_some(v)
-    }
-
     /// The variables it mentions.
     pub fn variables(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -171,7 +114,19 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
                 out.push(Tok::Sym(*chars.get(i)?));
                 i += 1;
             } else {
-                out.push(Tok::Cmd(chars[start..i].iter().collect()));
+                let name: String = chars[start..i].iter().collect();
+                // `\ln x` and `\theta x` lose their space in normalisation: `\lnx` is `\ln x`.
+                match known_prefix(&name).filter(|p| p.len() < name.len()) {
+                    Some(known) => {
+                        out.push(Tok::Cmd(known.to_string()));
+                        out.extend(
+                            name[known.len()..]
+                                .chars()
+                                .map(|c| Tok::Ident(c.to_string())),
+                        );
+                    }
+                    None => out.push(Tok::Cmd(name)),
+                }
             }
         } else if c.is_ascii_alphabetic() {
             // Letters are single-letter variables (xy = x·y), except known function names.
@@ -487,6 +442,27 @@ impl Parser {
             "arccos" => Func::Acos,
             "arctan" => Func::Atan,
             "ln" => Func::Ln,
+            "log" if self.eat('_') => {
+                // `\log_2 x`, `\log_{b}(x)` = ln x / ln b; `\log_28` (`\log_2 8` without its
+                // space) is log base 2 of 8, as in LaTeX.
+                if let Some(Tok::Num(x)) = self.peek().cloned()
+                    && x.fract() == 0.0
+                    && (10.0..1e15).contains(&x)
+                {
+                    let digits = format!("{x}");
+                    let (first, rest) = digits.split_at(1);
+                    self.tokens[self.pos] = Tok::Num(rest.parse().ok()?);
+                    self.tokens.insert(self.pos, Tok::Num(first.parse().ok()?));
+                }
+                let base = self.argument()?;
+                let power = self.function_power()?;
+                let ln = Expr::Func(Func::Ln, Box::new(self.function_argument()?));
+                let log = Expr::Div(Box::new(ln), Box::new(Expr::Func(Func::Ln, Box::new(base))));
+                return Some(match power {
+                    Some(p) => Expr::Pow(Box::new(log), Box::new(p)),
+                    None => log,
+                });
+            }
             "log" => Func::Log10,
             "exp" => Func::Exp,
             greek if is_greek(greek) => {
@@ -494,23 +470,13 @@ impl Parser {
             }
             _ => return None,
         };
-        // `\sin^2 x` = (sin x)^2.
-        let power = if self.eat('^') {
-            Some(self.exponent()?)
-        } else {
-            None
-        };
-        let arg = if matches!(self.peek(), Some(Tok::Sym('(' | '{' | '['))) {
-            self.primary()?
-        } else {
-            // `\sin x`, `\ln 2`, `\sin 2x` (= sin(2x), as usually meant)
-            let mut a = self.postfix()?;
-            while matches!(self.peek(), Some(Tok::Ident(_))) {
-                a = Expr::Mul(Box::new(a), Box::new(self.postfix()?));
-            }
-            a
-        };
-        let applied = Expr::Func(func, Box::new(arg));
+        self.apply(func)
+    }
+
+    /// A function applied to what follows: `\sin x`, `\sin(2x)`, `\sin^2 x` = (sin x)^2.
+    fn apply(&mut self, func: Func) -> Option<Expr> {
+        let power = self.function_power()?;
+        let applied = Expr::Func(func, Box::new(self.function_argument()?));
         Some(match power {
             Some(p) => Expr::Pow(Box::new(applied), Box::new(p)),
             None => applied,
@@ -518,40 +484,89 @@ impl Parser {
     }
 }
 
-fn is_greek(name: &str) -> bool {
-    matches!(
-        name,
-        "alpha"
-            | "beta"
-            | "gamma"
-            | "delta"
-            | "epsilon"
-            | "varepsilon"
-            | "zeta"
-            | "eta"
-            | "theta"
-            | "vartheta"
-            | "iota"
-            | "kappa"
-            | "lambda"
-            | "mu"
-            | "nu"
-            | "xi"
-            | "rho"
-            | "sigma"
-            | "tau"
-            | "phi"
-            | "varphi"
-            | "chi"
-            | "psi"
-            | "omega"
-            | "Gamma"
-            | "Delta"
-            | "Theta"
-            | "Lambda"
-            | "Sigma"
-            | "Phi"
-            | "Psi"
-            | "Omega"
-    )
+impl Parser {
+    /// The power written on a function name (`\sin^2`): `Some(None)` when there is none.
+    fn function_power(&mut self) -> Option<Option<Expr>> {
+        if self.eat('^') {
+            Some(Some(self.exponent()?))
+        } else {
+            Some(None)
+        }
+    }
+
+    /// A function's argument: a bracketed group, or `x`, `2`, `2x` (`\sin 2x` = sin(2x), as
+    /// usually meant).
+    fn function_argument(&mut self) -> Option<Expr> {
+        if matches!(self.peek(), Some(Tok::Sym('(' | '{' | '['))) {
+            return self.primary();
+        }
+        let mut a = self.postfix()?;
+        while matches!(self.peek(), Some(Tok::Ident(_))) {
+            a = Expr::Mul(Box::new(a), Box::new(self.postfix()?));
+        }
+        Some(a)
+    }
 }
+
+/// The commands the parser knows, other than Greek letters.
+const COMMANDS: [&str; 28] = [
+    "frac", "dfrac", "tfrac", "sqrt", "pi", "binom", "dbinom", "tbinom", "lfloor", "lceil",
+    "rfloor", "rceil", "infty", "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos",
+    "arctan", "ln", "log", "exp", "cdot", "times", "div",
+];
+
+/// `name` itself when the parser knows it, else a known command followed by one letter (`lnx`,
+/// `thetax`), if it is one; not `sinh`, `cdots` and the like, which are other commands.
+fn known_prefix(name: &str) -> Option<&'static str> {
+    if matches!(
+        name,
+        "sinh" | "cosh" | "tanh" | "coth" | "sech" | "csch" | "cdots"
+    ) {
+        return None;
+    }
+    COMMANDS
+        .iter()
+        .copied()
+        .chain(GREEK)
+        .filter(|c| name == *c || (name.starts_with(c) && name.len() == c.len() + 1))
+        .max_by_key(|c| c.len())
+}
+
+fn is_greek(name: &str) -> bool {
+    GREEK.contains(&name)
+}
+
+const GREEK: [&str; 32] = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "varepsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "vartheta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "rho",
+    "sigma",
+    "tau",
+    "phi",
+    "varphi",
+    "chi",
+    "psi",
+    "omega",
+    "Gamma",
+    "Delta",
+    "Theta",
+    "Lambda",
+    "Sigma",
+    "Phi",
+    "Psi",
+    "Omega",
+];

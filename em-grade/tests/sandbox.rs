@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use em_eval::sandbox::{Isolation, IsolationRequest, SandboxConfig, Status, run_python};
+use em_grade::GradeError;
+use em_grade::sandbox::{Isolation, IsolationRequest, Limit, SandboxConfig, Status, run_python};
 
 fn quick() -> SandboxConfig {
     SandboxConfig {
         wall_time: Duration::from_secs(3),
         cpu_time: Duration::from_secs(2),
+        timeout_retries: 0,
         ..SandboxConfig::default()
     }
 }
@@ -55,8 +57,15 @@ fn an_infinite_loop_is_killed_at_the_wall_clock() {
             ..config
         };
         let r = run_python("import time\nwhile True:\n    time.sleep(0.01)\n", &config).unwrap();
-        assert_eq!(r.status, Status::Timeout, "{r:?}");
+        assert_eq!(
+            r.status,
+            Status::LimitExceeded {
+                limit: Limit::WallTime
+            },
+            "{r:?}"
+        );
         assert!(r.seconds < 3.0, "{}", r.seconds);
+        assert_eq!((r.attempts, r.cpu_seconds), (1, None));
     }
 }
 
@@ -69,11 +78,15 @@ fn cpu_time_is_limited() {
             ..config
         };
         let r = run_python("while True:\n    pass\n", &config).unwrap();
-        assert!(
-            matches!(r.status, Status::Signaled { signal: 24 | 9 }),
+        assert_eq!(
+            r.status,
+            Status::LimitExceeded {
+                limit: Limit::CpuTime
+            },
             "{r:?}"
         );
         assert!(r.seconds < 5.0);
+        assert_eq!(r.cpu_limit, 1.0);
     }
 }
 
@@ -83,9 +96,8 @@ fn a_memory_bomb_gets_a_memory_error() {
         let r = run_python("x = bytearray(4 << 30)\n", &config).unwrap();
         assert_eq!(
             r.status,
-            Status::Failed {
-                code: 1,
-                reason: "MemoryError".into()
+            Status::LimitExceeded {
+                limit: Limit::Memory
             },
             "{r:?}"
         );
@@ -109,7 +121,7 @@ fn huge_output_is_capped() {
 fn writing_outside_the_run_directory_is_refused() {
     let target = std::env::temp_dir().join(format!("em-sandbox-escape-{}", std::process::id()));
     let code = format!(
-        "open('inside.txt', 'w').write('fine')\nopen({:?}, 'w').write('escaped')\n",
+        "open('inside.txt', 'w').write('fine')\nprint(open('inside.txt').read())\nopen({:?}, 'w').write('escaped')\n",
         target.display().to_string()
     );
     for config in modes() {
@@ -118,6 +130,8 @@ fn writing_outside_the_run_directory_is_refused() {
             matches!(&r.status, Status::Failed { reason, .. } if reason == "PermissionError" || reason == "OSError"),
             "{r:?}"
         );
+        // The run's own directory is writable (relative paths included); only the escape failed.
+        assert_eq!(r.stdout, "fine\n", "{r:?}");
         assert!(
             !target.exists(),
             "the file escaped the sandbox ({:?})",
@@ -195,4 +209,96 @@ fn nix_is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0"))
+}
+
+#[test]
+fn a_big_file_hits_the_file_size_limit() {
+    for config in modes() {
+        let config = SandboxConfig {
+            file_size_bytes: 1 << 20,
+            ..config
+        };
+        let r = run_python(
+            "with open('big.bin', 'wb') as f:\n    f.write(b'x' * (4 << 20))\n",
+            &config,
+        )
+        .unwrap();
+        // Python ignores SIGXFSZ and sees EFBIG ("File too large"); either way it is the limit.
+        assert_eq!(
+            r.status,
+            Status::LimitExceeded {
+                limit: Limit::FileSize
+            },
+            "{r:?}"
+        );
+    }
+}
+
+/// A timeout is run again before it counts, and the result says which limit fired and how many
+/// attempts were made; a run that passes is not repeated.
+#[test]
+fn a_timeout_is_retried_once_and_says_which_limit_fired() {
+    for config in modes() {
+        let config = SandboxConfig {
+            wall_time: Duration::from_secs(1),
+            cpu_time: Duration::from_secs(30),
+            timeout_retries: 1,
+            ..config
+        };
+        let r = run_python("import time\ntime.sleep(30)\n", &config).unwrap();
+        assert_eq!(r.status.limit(), Some(Limit::WallTime), "{r:?}");
+        assert_eq!(r.attempts, 2, "{r:?}");
+        // A passing run is not retried, and reports its CPU seconds.
+        let r = run_python("print(sum(range(10**6)))\n", &config).unwrap();
+        assert!(r.passed());
+        assert_eq!(r.attempts, 1);
+        let cpu = r.cpu_seconds.unwrap();
+        assert!(cpu > 0.0 && cpu < 5.0, "{cpu}");
+    }
+}
+
+#[test]
+fn unusable_limits_are_typed_errors() {
+    let cases = [
+        SandboxConfig {
+            cpu_time: Duration::ZERO,
+            ..quick()
+        },
+        SandboxConfig {
+            wall_time: Duration::ZERO,
+            ..quick()
+        },
+        SandboxConfig {
+            reference_factor: f64::NAN,
+            ..quick()
+        },
+        SandboxConfig {
+            memory_bytes: 0,
+            ..quick()
+        },
+    ];
+    for config in cases {
+        let err = run_python("print(1)\n", &config).unwrap_err();
+        assert!(matches!(err, GradeError::InvalidConfig(_)), "{err}");
+    }
+}
+
+/// The CPU budget follows the reference: the floor below it, `reference_factor ×` above, and
+/// the wall-clock backstop in proportion; the config round-trips through JSON.
+#[test]
+fn budgets_scale_with_the_reference_time() {
+    let base = SandboxConfig::default();
+    assert_eq!(base.for_reference(None), base);
+    assert_eq!(base.for_reference(Some(Duration::from_millis(30))), base);
+    let scaled = base.for_reference(Some(Duration::from_secs(4)));
+    assert_eq!(scaled.cpu_time, Duration::from_secs(16));
+    assert_eq!(scaled.wall_time, Duration::from_secs(64));
+    let json = serde_json::to_string(&scaled).unwrap();
+    assert!(json.contains("\"cpu_time\":16.0"), "{json}");
+    let back: SandboxConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, scaled);
+    // Missing fields take their defaults.
+    let partial: SandboxConfig = serde_json::from_str("{\"cpu_time\": 2.5}").unwrap();
+    assert_eq!(partial.cpu_time, Duration::from_millis(2500));
+    assert_eq!(partial.wall_time, base.wall_time);
 }

@@ -1,10 +1,11 @@
 //! Code answers: extracting the program from a model's output, building the test program of
 //! each benchmark's harness, running it in the [`sandbox`](crate::sandbox), pass@k.
 
+use crate::error::Result;
 use crate::problems::CodeHarness;
-use crate::sandbox::{RunResult, SandboxConfig, SandboxError, run_python};
+use crate::sandbox::{Limit, RunResult, SandboxConfig, Status, run_python};
 
-/// The program in a model's output (`../shared/docs/method.md` §4): the last ```` ```python ````
+/// The program in a model's output (`docs/method.md` §4): the last ```` ```python ````
 /// block containing `def ` (or `class `); else the last fenced block of any language with one;
 /// else the whole text when it has one. `None` when there is no function at all.
 pub fn extract_code(text: &str) -> Option<String> {
@@ -86,54 +87,98 @@ pub fn test_program(code: &str, harness: &CodeHarness, marker: &str) -> String {
     format!("{body}\nprint({marker:?})\n")
 }
 
+/// How a program fared against its tests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum CodeOutcome {
+    /// It ran every test and exited 0.
+    Passed,
+    /// The output holds no program.
+    NoCode,
+    /// It exited 0 before the tests finished (e.g. `sys.exit(0)` at import).
+    ExitedEarly,
+    /// A non-zero exit: a failed assertion or another exception.
+    Failed {
+        /// The exception's name (`AssertionError`, `NameError`, ...) or `exit code N`.
+        reason: String,
+    },
+    /// A sandbox limit stopped it (after the retries of a timeout).
+    LimitExceeded {
+        /// Which limit.
+        limit: Limit,
+    },
+    /// Killed by another signal.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+    },
+}
+
+impl std::fmt::Display for CodeOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CodeOutcome::Passed => f.write_str("passed"),
+            CodeOutcome::NoCode => f.write_str("no code"),
+            CodeOutcome::ExitedEarly => f.write_str("exited before the tests finished"),
+            CodeOutcome::Failed { reason } => f.write_str(reason),
+            CodeOutcome::LimitExceeded { limit } => write!(f, "limit exceeded: {}", limit.name()),
+            CodeOutcome::Signaled { signal } => write!(f, "signal {signal}"),
+        }
+    }
+}
+
 /// The verdict of one program against its tests.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CodeVerdict {
     /// All tests passed.
     pub passed: bool,
-    /// Why not, in a few words (`no code`, `AssertionError`, `timeout`, `signal 24`, `exited
-    /// before the tests finished`).
-    pub reason: String,
-    /// The sandbox run, when there was one.
+    /// How it ended.
+    pub outcome: CodeOutcome,
+    /// The extracted program, if any.
+    pub code: Option<String>,
+    /// The sandbox run, when there was one (its `attempts`, CPU seconds and limits included).
     pub run: Option<RunResult>,
 }
 
-/// Extracts the program from `output` and runs it against `harness`.
+/// Extracts the program from `output` and runs it against `harness` under `config` (for a
+/// benchmark problem, scale it first with [`SandboxConfig::for_reference`]; [`crate::grade`]
+/// does).
 ///
 /// # Errors
-/// [`SandboxError`] when the sandbox itself cannot start.
+/// [`crate::GradeError`] when the sandbox itself cannot start or `config` is unusable.
 pub fn grade_code(
     output: &str,
     harness: &CodeHarness,
     config: &SandboxConfig,
-) -> Result<CodeVerdict, SandboxError> {
+) -> Result<CodeVerdict> {
     let Some(code) = extract_code(output) else {
         return Ok(CodeVerdict {
             passed: false,
-            reason: "no code".into(),
+            outcome: CodeOutcome::NoCode,
+            code: None,
             run: None,
         });
     };
-    let marker = format!("em-eval-done-{:016x}", nonce());
+    let marker = format!("em-grade-done-{:016x}", nonce());
     let run = run_python(&test_program(&code, harness, &marker), config)?;
     let finished = run.stdout.lines().any(|l| l == marker);
-    let (passed, reason) = match &run.status {
-        crate::sandbox::Status::Passed if finished => (true, "passed".to_string()),
-        crate::sandbox::Status::Passed => (false, "exited before the tests finished".into()),
-        crate::sandbox::Status::Failed { reason, code } => (
-            false,
-            if reason.is_empty() {
+    let outcome = match &run.status {
+        Status::Passed if finished => CodeOutcome::Passed,
+        Status::Passed => CodeOutcome::ExitedEarly,
+        Status::Failed { reason, code } => CodeOutcome::Failed {
+            reason: if reason.is_empty() {
                 format!("exit code {code}")
             } else {
                 reason.clone()
             },
-        ),
-        crate::sandbox::Status::Timeout => (false, "timeout".into()),
-        crate::sandbox::Status::Signaled { signal } => (false, format!("signal {signal}")),
+        },
+        Status::LimitExceeded { limit } => CodeOutcome::LimitExceeded { limit: *limit },
+        Status::Signaled { signal } => CodeOutcome::Signaled { signal: *signal },
     };
     Ok(CodeVerdict {
-        passed,
-        reason,
+        passed: outcome == CodeOutcome::Passed,
+        outcome,
+        code: Some(code),
         run: Some(run),
     })
 }
@@ -172,6 +217,11 @@ pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
 
 /// Runs `jobs` on at most `workers` threads (default: the machine's cores), returning results in
 /// job order.
+///
+/// Its own scoped threads rather than rayon: a grading job mostly waits on a Python child
+/// process, and rayon's global pool is the one burn's CPU backend computes on, so blocking its
+/// threads on sandbox runs would stall tensor work in the same process (em-eval grades while a
+/// model generates); a private rayon pool would be a dependency for these fifteen lines.
 pub fn run_pool<T: Sync, R: Send>(
     jobs: &[T],
     workers: Option<usize>,
