@@ -37,6 +37,7 @@
 //! | [`reduce`] | [`Reduction`], [`masked_reduce`] |
 //! | [`loss`] | [`EntropyLossConfig`] → [`EntropyLoss`], the EM-FT objective |
 //! | [`reference`] | f64 slice implementations, used as test oracles |
+//! | [`rng`] | the one seeded generator ([`rng::Rng`], ChaCha12) and the stable hash used for seeds |
 //!
 //! ## Precision
 //! Every function computes in f32 when its input is f16, bf16 or flex32 (the result is f32), and
@@ -57,6 +58,7 @@ pub mod log_probs;
 pub mod loss;
 pub mod reduce;
 pub mod reference;
+pub mod rng;
 
 mod util;
 

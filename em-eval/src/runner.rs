@@ -72,12 +72,10 @@ impl Default for EvalOptions {
     }
 }
 
-/// The seed of one problem: the base seed mixed with the id (FNV-1a), so a problem samples the
-/// same tokens whichever batch it lands in.
+/// The seed of one problem: the base seed mixed with the id ([`em_core::rng::stable_hash`]), so
+/// a problem samples the same tokens whichever batch it lands in.
 pub fn problem_seed(seed: u64, id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    em_core::rng::stable_hash(seed, id.as_bytes())
 }
 
 /// The prompt text of a problem under `options`.

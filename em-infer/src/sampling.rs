@@ -30,8 +30,8 @@
 use std::path::Path;
 
 use burn::tensor::{Bool, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use em_core::rng::{Rng, mix, rng};
+use rand::RngExt;
 
 use crate::em_inf::compute_rows;
 use crate::error::{InferError, Result};
@@ -285,18 +285,14 @@ pub struct Sampled {
 #[derive(Debug)]
 pub struct Sampler {
     sampling: Sampling,
-    rngs: Vec<StdRng>,
+    rngs: Vec<Rng>,
     /// `[batch, vocab]`, 1 where a token was seen (only with a repetition penalty).
     seen: Option<Tensor<2>>,
 }
 
-/// Row `row`'s seed: distinct rows get unrelated ChaCha streams.
+/// Row `row`'s seed: distinct rows get unrelated ChaCha streams ([`mix`]).
 fn row_seed(seed: u64, row: usize) -> u64 {
-    // SplitMix64's finaliser, so that seeds 1, 2, ... and rows 0, 1, ... never collide.
-    let mut z = seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mix(seed, row as u64)
 }
 
 impl Sampler {
@@ -308,9 +304,7 @@ impl Sampler {
         sampling.validate()?;
         Ok(Self {
             sampling,
-            rngs: (0..batch)
-                .map(|row| StdRng::seed_from_u64(row_seed(seed, row)))
-                .collect(),
+            rngs: (0..batch).map(|row| rng(row_seed(seed, row))).collect(),
             seen: None,
         })
     }
@@ -323,10 +317,7 @@ impl Sampler {
         sampling.validate()?;
         Ok(Self {
             sampling,
-            rngs: seeds
-                .iter()
-                .map(|&s| StdRng::seed_from_u64(row_seed(s, 0)))
-                .collect(),
+            rngs: seeds.iter().map(|&s| rng(row_seed(s, 0))).collect(),
             seen: None,
         })
     }
@@ -383,7 +374,7 @@ impl Sampler {
     /// # Errors
     /// [`InferError::Batch`] for a row outside the batch or listed twice.
     pub fn retain_rows(&mut self, rows: &[usize]) -> Result<()> {
-        let mut taken: Vec<Option<StdRng>> = self.rngs.drain(..).map(Some).collect();
+        let mut taken: Vec<Option<Rng>> = self.rngs.drain(..).map(Some).collect();
         let mut kept = Vec::with_capacity(rows.len());
         for &row in rows {
             match taken.get_mut(row).and_then(Option::take) {

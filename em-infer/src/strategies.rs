@@ -1,6 +1,6 @@
 //! Inference strategies over the [`Generator`]: self-consistency (majority vote over N samples)
 //! and iterative refinement (the model rereads its own answer), the paper's baselines for
-//! EM-INF (`../shared/docs/method.md` §3).
+//! EM-INF (`docs/method.md` §3).
 
 use em_models::CausalLm;
 
@@ -89,8 +89,8 @@ pub fn vote(
         0 => None,
         1 => Some(groups[0][0]),
         _ => {
-            use rand::{RngExt, SeedableRng};
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            use rand::RngExt;
+            let mut rng = em_core::rng::rng(seed);
             Some(groups[rng.random_range(0..tied)][0])
         }
     };

@@ -55,30 +55,25 @@ macro_rules! backend_tests {
     };
 }
 
-/// A small deterministic generator (SplitMix64), so tests need no RNG crate and give the same
-/// numbers on every machine.
-pub struct Rng(u64);
+/// Seeded test inputs from the workspace's one generator ([`em_core::rng`]), so every machine
+/// sees the same numbers.
+pub struct Rng(em_core::rng::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(em_core::rng::rng(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        use rand::Rng as _;
+        self.0.next_u64()
     }
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        em_core::rng::uniform(&mut self.0)
     }
     /// Standard normal (Box–Muller).
     pub fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        em_core::rng::normal(&mut self.0)
     }
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
