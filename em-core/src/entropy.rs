@@ -9,7 +9,8 @@
 
 use burn::tensor::Tensor;
 
-use crate::util::{assert_vocab, shifted, sum_last, to_compute};
+use crate::softmax::{promote, shifted, softmax_entropy, sum_last};
+use crate::util::assert_vocab;
 
 /// Entropy (in nats) of `softmax` over the last dimension, one value per row.
 ///
@@ -23,7 +24,7 @@ use crate::util::{assert_vocab, shifted, sum_last, to_compute};
 /// If `vocab` is 0.
 pub fn entropy(logits: Tensor<2>) -> Tensor<1> {
     assert_vocab("entropy", logits.dims());
-    entropy_keepdim(to_compute(logits)).squeeze_dim(1)
+    entropy_keepdim(promote(logits)).squeeze_dim(1)
 }
 
 /// Entropy per token: `[batch, seq, vocab] → [batch, seq]`.
@@ -52,46 +53,7 @@ pub fn token_entropy(logits: Tensor<3>) -> Tensor<2> {
 /// If `vocab` is 0.
 pub fn entropy_grad(logits: Tensor<2>) -> Tensor<2> {
     assert_vocab("entropy_grad", logits.dims());
-    let parts = softmax_entropy(logits);
-    -(parts.probs * (parts.log_probs + parts.entropy))
-}
-
-/// `log p`, `p` and `H` of one softmax, computed together: what a caller needs for the entropy
-/// gradient and for anything else built on the same distribution (EM-INF's update uses all
-/// three and the entropy for its threshold), without recomputing the softmax.
-#[derive(Debug, Clone)]
-pub struct SoftmaxEntropy {
-    /// `log softmax(z)`, `[rows, vocab]`; −∞ entries are clamped to `f32::MIN`.
-    pub log_probs: Tensor<2>,
-    /// `softmax(z)`, `[rows, vocab]`.
-    pub probs: Tensor<2>,
-    /// `H` per row, `[rows, 1]`.
-    pub entropy: Tensor<2>,
-}
-
-/// Computes [`SoftmaxEntropy`] in the compute dtype (see [`entropy`]).
-///
-/// With `z' = z − max z` and `s = Σ exp z'`: `log p = z' − ln s`, `p = exp(log p)` and
-/// `H = ln s − Σ p·z'`, so `s` itself is never broadcast. The algebraically equal form that
-/// broadcasts both `s` (for e/s and Σ e·z'/s) and `ln s` was miscompiled by burn 0.22.1's
-/// CubeCL reduce-broadcast fusion on wgpu (a V = 2 row came out ~6x too large: the division by
-/// `s` read `ln s`); `tests/suite/gradients.rs` checks [`entropy_grad`] against f64 on every
-/// backend. For a uniform row `z' = 0`, so `log p + H` is exactly 0.
-///
-/// # Panics
-/// If `vocab` is 0.
-pub fn softmax_entropy(logits: Tensor<2>) -> SoftmaxEntropy {
-    assert_vocab("softmax_entropy", logits.dims());
-    let s = shifted(to_compute(logits));
-    let log_sum = s.sum.log();
-    let log_probs = s.shifted.clone() - log_sum.clone();
-    let probs = log_probs.clone().exp();
-    let entropy = log_sum - sum_last(probs.clone() * s.shifted);
-    SoftmaxEntropy {
-        log_probs,
-        probs,
-        entropy,
-    }
+    softmax_entropy(logits).entropy_grad()
 }
 
 /// `[rows, vocab] → [rows, 1]` on compute-dtype logits.

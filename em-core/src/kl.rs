@@ -3,7 +3,8 @@
 
 use burn::tensor::Tensor;
 
-use crate::util::{assert_same_shape, assert_vocab, shifted, sum_last, to_compute};
+use crate::softmax::{promote, shifted, sum_last};
+use crate::util::{assert_same_shape, assert_vocab};
 
 /// `KL(p_ref ‖ p) = Σ_j p_ref,j (log p_ref,j − log p_j)` per row, with `p_ref = softmax(reference_logits)`
 /// and `p = softmax(logits)`.
@@ -29,8 +30,8 @@ pub fn kl_divergence(reference_logits: Tensor<2>, logits: Tensor<2>) -> Tensor<1
         logits.dims(),
     );
     assert_vocab("kl_divergence", logits.dims());
-    let reference = shifted(to_compute(reference_logits));
-    let current = shifted(to_compute(logits));
+    let reference = shifted(promote(reference_logits));
+    let current = shifted(promote(logits));
     let cross = sum_last(reference.exp * (reference.shifted - current.shifted));
     let kl = cross / reference.sum.clone() - reference.sum.log() + current.sum.log();
     kl.clamp_min(0.0).squeeze_dim(1)
@@ -62,7 +63,7 @@ pub fn k3_kl(log_probs: Tensor<2>, ref_log_probs: Tensor<2>) -> Tensor<2> {
         "ref_log_probs",
         ref_log_probs.dims(),
     );
-    let delta = (to_compute(ref_log_probs) - to_compute(log_probs)).clamp(-20.0, 20.0);
+    let delta = (promote(ref_log_probs) - promote(log_probs)).clamp(-20.0, 20.0);
     let direct = delta.clone().exp() - delta.clone() - 1.0;
     // Horner form of Δ²(1/2 + Δ(1/6 + Δ(1/24 + Δ/120))).
     let series = delta.clone().powi_scalar(2)

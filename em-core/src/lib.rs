@@ -31,12 +31,14 @@
 //! ## Map
 //! | module | what |
 //! |---|---|
-//! | [`entropy`](mod@entropy) | [`entropy`], [`token_entropy`], [`entropy_grad`], [`softmax_entropy`] |
+//! | [`softmax`] | the shared parts: [`promote`], [`sum_last`], [`softmax_entropy`] → [`SoftmaxEntropy`] (`log p`, `p`, `H`, the entropy gradient), [`kept_entropy`] |
+//! | [`entropy`](mod@entropy) | [`entropy`], [`token_entropy`], [`entropy_grad`] |
 //! | [`log_probs`] | [`token_log_probs`], [`log_sum_exp`] |
 //! | [`kl`] | [`kl_divergence`] (full distribution), [`k3_kl`] (sampled-token estimator) |
 //! | [`reduce`] | [`Reduction`], [`masked_reduce`] |
 //! | [`loss`] | [`EntropyLossConfig`] → [`EntropyLoss`], the EM-FT objective |
 //! | [`reference`] | f64 slice implementations, used as test oracles |
+//! | [`manifest`] | [`manifest::first_difference`]: run identity, the field where two runs' configs differ |
 //! | [`rng`] | the one seeded generator ([`rng::Rng`], ChaCha12) and the stable hash used for seeds |
 //!
 //! ## Precision
@@ -56,15 +58,17 @@ pub mod entropy;
 pub mod kl;
 pub mod log_probs;
 pub mod loss;
+pub mod manifest;
 pub mod reduce;
 pub mod reference;
 pub mod rng;
+pub mod softmax;
 
 mod util;
 
-pub use entropy::{SoftmaxEntropy, entropy, entropy_grad, softmax_entropy, token_entropy};
+pub use entropy::{entropy, entropy_grad, token_entropy};
 pub use kl::{k3_kl, kl_divergence};
 pub use log_probs::{log_sum_exp, token_log_probs};
 pub use loss::{EntropyLoss, EntropyLossConfig};
 pub use reduce::{Reduction, masked_reduce};
-pub use util::sum_last;
+pub use softmax::{KeptEntropy, SoftmaxEntropy, kept_entropy, promote, softmax_entropy, sum_last};

@@ -2,7 +2,8 @@
 
 use burn::tensor::{Int, Tensor};
 
-use crate::util::{assert_same_shape, assert_vocab, sum_last, to_compute};
+use crate::softmax::{promote, sum_last};
+use crate::util::{assert_same_shape, assert_vocab};
 
 /// `log Σ_j exp(z_j)` over the last dimension, kept as a size-1 dimension.
 ///
@@ -16,7 +17,7 @@ use crate::util::{assert_same_shape, assert_vocab, sum_last, to_compute};
 /// If `vocab` is 0.
 pub fn log_sum_exp<const D: usize>(logits: Tensor<D>) -> Tensor<D> {
     assert_vocab("log_sum_exp", logits.dims());
-    let logits = to_compute(logits);
+    let logits = promote(logits);
     let max = logits.clone().max_dim(D - 1).detach();
     sum_last((logits - max.clone()).exp()).log() + max
 }
@@ -46,7 +47,7 @@ pub fn token_log_probs(logits: Tensor<3>, ids: Tensor<2, Int>) -> Tensor<2> {
         "logits [batch, seq]",
         [batch, seq],
     );
-    let logits = to_compute(logits);
+    let logits = promote(logits);
     let chosen = logits.clone().gather(2, ids.unsqueeze_dim::<3>(2));
     (chosen - log_sum_exp(logits)).squeeze_dim(2)
 }

@@ -54,6 +54,28 @@ pub enum EvalError {
         /// The benchmark.
         benchmark: String,
     },
+    /// The records on disk were written by a run with another identity (model, strategy
+    /// configuration, sampling, prompts, limits): resuming would mix them.
+    #[error(
+        "{}: {difference}; use another output directory, delete the old run, or ask for a new run (OnMismatch::NewRun, --new-run)",
+        path.display()
+    )]
+    ManifestMismatch {
+        /// The existing manifest.
+        path: PathBuf,
+        /// The first field that differs.
+        difference: em_core::manifest::Difference,
+    },
+    /// Records without a manifest (written before manifests existed, or by hand): whose they
+    /// are cannot be told.
+    #[error(
+        "{}: records without a manifest; move them away or ask for a new run (OnMismatch::NewRun, --new-run)",
+        records.display()
+    )]
+    ManifestMissing {
+        /// The records file.
+        records: PathBuf,
+    },
     /// The run was stopped by its caller; what was written stays and a later run resumes.
     #[error("interrupted (resume by running again)")]
     Interrupted,

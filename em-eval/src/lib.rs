@@ -21,6 +21,7 @@
 //! |---|---|
 //! | [`runner`] | [`runner::evaluate`] with [`EvalOptions`]: prompts, generation, grading, JSON Lines records as it goes, resume |
 //! | [`strategy`] | [`Strategy`]: sampling, greedy, EM-INF, adaptive temperature, self-consistency, refinement |
+//! | [`manifest`] | run identity: [`manifest::RunManifest`] beside each records file, a resume with another one refused (or a new run) |
 //! | [`records`] | [`EvalRecord`], [`EvalReport`], the summary JSON and `report.md` (atomic writes) |
 //! | [`grade_only`] | [`grade_only::grade_outputs`]: grading another tool's outputs into the same files |
 //! | re-exported from [`em_grade`] | [`problems`], [`math`], [`code`], [`sandbox`], [`prompts`], [`grade`] |
@@ -28,6 +29,7 @@
 
 pub mod error;
 pub mod grade_only;
+pub mod manifest;
 pub mod records;
 pub mod runner;
 pub mod strategy;
@@ -37,6 +39,7 @@ pub use em_grade::{
 };
 pub use error::{EvalError, Result};
 pub use grade_only::grade_outputs;
+pub use manifest::{OnMismatch, RunManifest};
 pub use records::{EvalRecord, EvalReport};
 pub use runner::{EvalOptions, evaluate};
 pub use strategy::Strategy;

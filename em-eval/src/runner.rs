@@ -22,6 +22,7 @@ use em_infer::{
 };
 use em_models::{CausalLm, Message};
 
+use crate::manifest::{OnMismatch, RunManifest, resolve_run};
 use crate::records::{
     EvalRecord, EvalReport, io_error, read_records, records_path, write_atomic, write_markdown,
 };
@@ -31,8 +32,14 @@ use crate::{EvalError, Result};
 /// Everything besides the model, the benchmark and the strategy. Defaults: the paper's protocol
 /// (temperature 0.1, seed 42, math system prompt, chat template) with 1024 new tokens (the
 /// paper's 4096, 8192 for LeetCode, are slow on a CPU: raise `max_new_tokens` to match it).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct EvalOptions {
+    /// What the model is (its checkpoint directory or name): part of the run's identity, so a
+    /// resume with another model is refused. Empty when unnamed.
+    pub model: String,
+    /// What a resume whose manifest differs does (see [`crate::manifest`]).
+    pub on_mismatch: OnMismatch,
     /// Evaluate the first `limit` problems only.
     pub limit: Option<usize>,
     /// Base seed; each problem's stream is seeded from it and the problem id.
@@ -58,6 +65,8 @@ pub struct EvalOptions {
 impl Default for EvalOptions {
     fn default() -> Self {
         Self {
+            model: String::new(),
+            on_mismatch: OnMismatch::Error,
             limit: None,
             seed: 42,
             temperature: 0.1,
@@ -142,7 +151,8 @@ pub fn evaluate<M: CausalLm + ?Sized>(
         )));
     }
     std::fs::create_dir_all(&options.out_dir).map_err(io_error(&options.out_dir))?;
-    let name = strategy.name();
+    let manifest = RunManifest::new(benchmark, strategy, options);
+    let name = resolve_run(&options.out_dir, &manifest, options.on_mismatch)?;
     let path = records_path(&options.out_dir, benchmark, &name);
     let selected = &problems[..options.limit.unwrap_or(problems.len()).min(problems.len())];
     let done: HashSet<String> = read_records(&path)?.into_iter().map(|r| r.id).collect();

@@ -4,8 +4,10 @@ use em_infer::{AdaptiveTemperatureConfig, EmInfConfig};
 
 use crate::{EvalError, Result};
 
-/// How answers are produced.
-#[derive(Debug, Clone, PartialEq)]
+/// How answers are produced. Serialised (in a run's manifest) with its whole configuration, e.g.
+/// `{"strategy": "em_inf", "threshold": 0.3, "kl_weight": 0.05, ...}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "strategy")]
 pub enum Strategy {
     /// One sample at the options' temperature.
     Sampling,

@@ -322,3 +322,86 @@ fn every_strategy_runs_end_to_end() {
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert_eq!(md.lines().count(), 2 + 5 + 1, "{md}");
 }
+
+/// Run identity: resuming into a directory whose run was made with another strategy
+/// configuration or model is refused with the differing field named; asked for, it becomes a new
+/// run beside the old one, and each later resume finds its own run again.
+#[test]
+fn a_resume_with_another_configuration_is_refused_or_becomes_a_new_run() {
+    let (model, tok) = tiny();
+    let generator = Generator::new(&model, &tok);
+    let dir = tempfile::tempdir().unwrap();
+    let problems = short_problems();
+    let opts = EvalOptions {
+        limit: Some(1),
+        max_new_tokens: 2,
+        model: "tiny".into(),
+        ..options(dir.path())
+    };
+    let em_inf = |kl_weight| {
+        Strategy::EmInf(em_infer::EmInfConfig {
+            kl_weight,
+            ..Default::default()
+        })
+    };
+    let run = |strategy: &Strategy, opts: &EvalOptions| {
+        evaluate(&generator, "math500", &problems, strategy, opts, |_| {
+            ControlFlow::Continue(())
+        })
+    };
+    let first = run(&em_inf(0.05), &opts).unwrap();
+    assert_eq!(first.problems, 1);
+    let manifest = dir.path().join("math500.em-inf.manifest.json");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(written["strategy"]["kl_weight"], 0.05);
+    assert_eq!(written["model"], "tiny");
+
+    // Another KL weight: refused, naming the field and both values.
+    let err = run(&em_inf(0.01), &opts).unwrap_err();
+    let EvalError::ManifestMismatch { difference, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(difference.field, "strategy.kl_weight");
+    assert_eq!(
+        (difference.existing.as_str(), difference.requested.as_str()),
+        ("0.05", "0.01")
+    );
+    // Another model, or another token limit: refused too.
+    let other_model = EvalOptions {
+        model: "other".into(),
+        ..opts.clone()
+    };
+    let err = run(&em_inf(0.05), &other_model).unwrap_err();
+    assert!(
+        matches!(&err, EvalError::ManifestMismatch { difference, .. } if difference.field == "model"),
+        "{err}"
+    );
+    // A larger limit is the same run: it resumes.
+    let more = EvalOptions {
+        limit: Some(2),
+        ..opts.clone()
+    };
+    assert_eq!(run(&em_inf(0.05), &more).unwrap().problems, 2);
+
+    // Asked for, the other configuration becomes run `em-inf-2`, and resumes there.
+    let new_run = EvalOptions {
+        on_mismatch: em_eval::OnMismatch::NewRun,
+        ..opts.clone()
+    };
+    let second = run(&em_inf(0.01), &new_run).unwrap();
+    assert_eq!(second.strategy, "em-inf-2");
+    assert!(dir.path().join("math500.em-inf-2.jsonl").exists());
+    assert_eq!(
+        read_records(&records_path(dir.path(), "math500", "em-inf"))
+            .unwrap()
+            .len(),
+        2
+    );
+    let again = run(&em_inf(0.01), &new_run).unwrap();
+    assert_eq!((again.strategy.as_str(), again.problems), ("em-inf-2", 1));
+    // Records without a manifest are not adopted.
+    std::fs::write(dir.path().join("math500.greedy.jsonl"), "{}\n").unwrap();
+    let err = run(&Strategy::Greedy, &opts).unwrap_err();
+    assert!(matches!(err, EvalError::ManifestMissing { .. }), "{err}");
+}

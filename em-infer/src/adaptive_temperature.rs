@@ -15,7 +15,8 @@ use crate::error::{InferError, Result};
 
 /// Hyperparameters of adaptive temperature; defaults follow the released script
 /// (α = 0.85; the paper reports 0.4-0.6).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct AdaptiveTemperatureConfig {
     /// Target fraction α of the original entropy.
     pub alpha: f64,

@@ -11,13 +11,14 @@
 //! All rows are updated together on the device; only the `[batch]` entropies come back to the
 //! host each step (to apply the threshold, count steps and stop early when every row is done).
 
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::Tensor;
 
 use crate::error::{InferError, Result};
 
 /// Hyperparameters of EM-INF. Defaults are the released code's: threshold 0.3, KL weight 0.05
 /// (the paper uses 0.001 for code tasks), learning rate 0.1, 3 gradient steps.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct EmInfConfig {
     /// A row whose (untempered) entropy falls below this, in nats, is not updated further.
     pub threshold: f64,
@@ -130,9 +131,8 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
         for (row, a) in active.iter().enumerate() {
             steps[row] += usize::from(*a);
         }
-        // ∂H/∂z = −p ⊙ (log p + H); ∂KL(p0‖p)/∂z = p − p0.
-        let grad = -(parts.probs.clone() * (parts.log_probs + parts.entropy))
-            + (parts.probs - p0.clone()) * config.kl_weight;
+        // ∂H/∂z (em-core's closed form) + λ·∂KL(p0‖p)/∂z, the latter p − p0.
+        let grad = parts.entropy_grad() + (parts.probs - p0.clone()) * config.kl_weight;
         m = m * ADAM_BETA1 + grad.clone() * (1.0 - ADAM_BETA1);
         v = v * ADAM_BETA2 + grad.powi_scalar(2) * (1.0 - ADAM_BETA2);
         let step_size = config.learning_rate / (1.0 - ADAM_BETA1.powi(t as i32));
@@ -161,16 +161,13 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
     })
 }
 
-/// Checks the vocabulary and promotes half-precision logits to f32 (f32 and f64 stay), the
-/// dtype every em-core kernel computes in.
+/// Checks the vocabulary (a typed error rather than em-core's panic: logits come from a model)
+/// and moves to em-core's compute dtype ([`em_core::promote`]).
 pub(crate) fn compute_rows(logits: Tensor<2>) -> Result<Tensor<2>> {
     if logits.dims()[1] == 0 {
         return Err(InferError::EmptyVocabulary);
     }
-    Ok(match logits.dtype() {
-        DType::F64 | DType::F32 => logits,
-        _ => logits.cast(FloatDType::F32),
-    })
+    Ok(em_core::promote(logits))
 }
 
 /// Reads a per-row quantity (`[rows]` or `[rows, 1]`) to the host and names the first

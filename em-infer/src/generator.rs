@@ -16,7 +16,8 @@ use crate::sampling::{Sampler, Sampling};
 
 /// How to generate. Defaults: 256 new tokens, plain sampling at temperature 1, seed 42, the
 /// tokenizer's EOS ids, no stop strings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct GenerateConfig {
     /// New tokens per row at most.
     pub max_new_tokens: usize,

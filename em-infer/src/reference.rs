@@ -3,11 +3,11 @@
 use crate::adaptive_temperature::AdaptiveTemperatureConfig;
 use crate::em_inf::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS, EmInfConfig};
 
-/// EM-INF on one row in f64, written sequentially and entry by entry (textbook softmax and
-/// entropy from `em_core::reference`, Adam as in `torch.optim.Adam`). Returns the adjusted
+/// EM-INF on one row in f64, written sequentially and entry by entry (textbook softmax,
+/// entropy and its gradient from `em_core::reference`, Adam as in `torch.optim.Adam`). Returns the adjusted
 /// logits and the number of Adam steps taken.
 pub fn em_inf(logits: &[f64], config: &EmInfConfig) -> (Vec<f64>, usize) {
-    use em_core::reference::{entropy, softmax};
+    use em_core::reference::{entropy, entropy_grad, softmax};
     let p0 = softmax(logits);
     let mut z = logits.to_vec();
     let mut m = vec![0.0; z.len()];
@@ -19,9 +19,9 @@ pub fn em_inf(logits: &[f64], config: &EmInfConfig) -> (Vec<f64>, usize) {
             break;
         }
         let p = softmax(&z);
+        let dh = entropy_grad(&z);
         for i in 0..z.len() {
-            let log_p = if p[i] > 0.0 { p[i].ln() } else { 0.0 };
-            let g = -p[i] * (log_p + h) + config.kl_weight * (p[i] - p0[i]);
+            let g = dh[i] + config.kl_weight * (p[i] - p0[i]);
             m[i] = ADAM_BETA1 * m[i] + (1.0 - ADAM_BETA1) * g;
             v[i] = ADAM_BETA2 * v[i] + (1.0 - ADAM_BETA2) * g * g;
             let m_hat = m[i] / (1.0 - ADAM_BETA1.powi(t as i32));

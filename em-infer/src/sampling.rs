@@ -44,7 +44,8 @@ const CUTOFF_HALVINGS: usize = 40;
 
 /// How the next token is chosen from (processed) logits. Defaults: plain multinomial sampling
 /// (temperature 1, no filters, no penalty).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Sampling {
     /// Divides the logits; 0 means greedy (argmax).
     pub temperature: f64,
@@ -425,12 +426,12 @@ impl Sampler {
         }
         let Filtered { log_p, weights } = self.sampling.filter(z);
         let s = &self.sampling;
-        let total = em_core::sum_last(weights.clone());
-        let log_total = total.clone().log();
-        // H of the kept, renormalised distribution: ln T − Σ w·log p / T (masked entries have
-        // w = 0 and a finite log p, so they contribute exactly 0).
-        let entropies =
-            log_total.clone() - em_core::sum_last(weights.clone() * log_p.clone()) / total.clone();
+        // H of the kept, renormalised distribution, and its normaliser.
+        let em_core::KeptEntropy {
+            total,
+            log_total,
+            entropy: entropies,
+        } = em_core::kept_entropy(weights.clone(), log_p.clone());
         let tokens = if s.is_greedy() {
             weights.clone().argmax(1)
         } else {

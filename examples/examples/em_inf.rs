@@ -39,26 +39,27 @@ struct Args {
     /// New tokens at most.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
-    /// Sampling temperature (applied after EM-INF); 0 = greedy.
-    #[arg(long, default_value_t = 0.1)]
+    /// Sampling temperature (applied after EM-INF); 0 = greedy. Default: the paper's evaluation
+    /// temperature.
+    #[arg(long, default_value_t = em_eval::EvalOptions::default().temperature)]
     temperature: f64,
     /// Top-p (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = Sampling::default().top_p)]
     top_p: f64,
     /// Seed shared by both runs.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = GenerateConfig::default().seed)]
     seed: u64,
     /// EM-INF: rows with entropy below this (nats) are left alone.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = EmInfConfig::default().threshold)]
     threshold: f64,
     /// EM-INF: weight of KL(p0 ‖ p) (the paper uses 0.001 for code).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = EmInfConfig::default().kl_weight)]
     kl_weight: f64,
     /// EM-INF: Adam learning rate on the logits.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = EmInfConfig::default().learning_rate)]
     learning_rate: f64,
     /// EM-INF: Adam steps per decoding step.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = EmInfConfig::default().n_grad_steps)]
     n_grad_steps: usize,
     /// Weight dtype on the device: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]

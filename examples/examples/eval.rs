@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use em_eval::problems::{Benchmark, data_dir};
-use em_eval::{EvalOptions, Strategy, evaluate, grade_outputs};
+use em_eval::{EvalOptions, OnMismatch, Strategy, evaluate, grade_outputs};
 use em_infer::{EmInfConfig, Generator};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -38,20 +38,25 @@ struct Args {
     #[arg(long)]
     limit: Option<usize>,
     /// Base seed.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = EvalOptions::default().seed)]
     seed: u64,
     /// Sampling temperature.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = EvalOptions::default().temperature)]
     temperature: f64,
     /// New tokens per answer at most (the paper: 4096, LeetCode 8192).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = EvalOptions::default().max_new_tokens)]
     max_new_tokens: usize,
     /// Problems generated together.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = EvalOptions::default().batch_size)]
     batch_size: usize,
-    /// EM-INF KL weight (the paper uses 0.001 for code).
+    /// EM-INF KL weight (default 0.05; the paper uses 0.001 for code).
     #[arg(long)]
     kl_weight: Option<f64>,
+    /// When the output directory holds a run of the same benchmark and strategy with another
+    /// configuration (model, KL weight, temperature, ...), write a new run (`em-inf-2`, ...)
+    /// instead of refusing.
+    #[arg(long)]
+    new_run: bool,
     /// Output directory.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -84,6 +89,12 @@ fn main() -> Result<()> {
         };
     }
     let options = EvalOptions {
+        model: args.model.clone().unwrap_or_default(),
+        on_mismatch: if args.new_run {
+            OnMismatch::NewRun
+        } else {
+            OnMismatch::Error
+        },
         limit: args.limit,
         seed: args.seed,
         temperature: args.temperature,
