@@ -5,14 +5,18 @@
 //! KV cache and the sampler, so they stop costing compute), computes the entropy of the model's
 //! own distribution, applies the processors (EM-INF, adaptive temperature, closures), draws one
 //! token per row and reads back `[rows, 4]` values — token, its log-prob, the entropy of the
-//! distribution it was drawn from, the model's entropy — in one host sync.
+//! distribution it was drawn from, the model's entropy — in one host sync
+//! ([`crate::sampling::Draw::read_back`]). The cache, the sampler and the active rows live in
+//! one `DecodeState` with a single `retain`; streaming detokenisation and stop strings are in
+//! `stream.rs`.
 
 use burn::tensor::{Int, Tensor, TensorData};
-use em_models::{CausalLm, Logits, Tokenizer};
+use em_models::{CausalLm, KvCache, Logits, Tokenizer};
 
 use crate::error::{InferError, Result};
 use crate::processor::{LogitsProcessor, StepContext};
 use crate::sampling::{Sampler, Sampling};
+use crate::stream::{RowState, StopStrings};
 
 /// How to generate. Defaults: 256 new tokens, plain sampling at temperature 1, seed 42, the
 /// tokenizer's EOS ids, no stop strings.
@@ -152,15 +156,28 @@ pub struct Generator<'m, M: CausalLm + ?Sized> {
     tokenizer: &'m Tokenizer,
 }
 
-/// A row while it is being generated.
-#[derive(Debug)]
-struct RowState {
-    generation: Generation,
-    /// Streaming detokenisation: `tokens[prefix..read]` is already-emitted left context.
-    prefix: usize,
-    read: usize,
-    limit: usize,
-    limit_reason: StopReason,
+/// What a decode step works on besides the rows' own state: the KV cache, the sampler (random
+/// streams, repetition-penalty state) and which rows are still going. Dropping finished rows
+/// goes through [`DecodeState::retain`] alone, so the three never disagree.
+struct DecodeState {
+    cache: KvCache,
+    sampler: Sampler,
+    /// Indices (into the batch) of the rows still generating, in cache order.
+    active: Vec<usize>,
+}
+
+impl DecodeState {
+    /// Keeps the rows at positions `keep` of `active` (in that order) in the cache, the sampler
+    /// and `active`.
+    fn retain(&mut self, keep: &[usize]) -> Result<()> {
+        if keep.len() == self.active.len() {
+            return Ok(());
+        }
+        self.cache.retain_rows(keep)?;
+        self.sampler.retain_rows(keep)?;
+        self.active = keep.iter().map(|&i| self.active[i]).collect();
+        Ok(())
+    }
 }
 
 impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
@@ -245,31 +262,9 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let mut rows: Vec<RowState> = prompts
             .iter()
-            .map(|p| {
-                let room = context - p.len();
-                let (limit, limit_reason) = if config.max_new_tokens <= room {
-                    (config.max_new_tokens, StopReason::MaxNewTokens)
-                } else {
-                    (room, StopReason::ContextFull)
-                };
-                RowState {
-                    generation: Generation {
-                        prompt_tokens: p.len(),
-                        tokens: Vec::new(),
-                        text: String::new(),
-                        stop: limit_reason.clone(),
-                        log_probs: Vec::new(),
-                        entropies: Vec::new(),
-                        model_entropies: Vec::new(),
-                    },
-                    prefix: 0,
-                    read: 0,
-                    limit,
-                    limit_reason,
-                }
-            })
+            .map(|p| RowState::new(p.len(), context, config.max_new_tokens))
             .collect();
-        let longest_row = rows.iter().map(|r| r.limit).max().unwrap_or(0);
+        let longest_row = rows.iter().map(RowState::limit).max().unwrap_or(0);
         let mut cache = model.new_cache(batch, width + longest_row);
         let padding: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
         cache.set_left_padding(&padding)?;
@@ -293,24 +288,25 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
         }
         let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [batch, width]), &device);
         let mut logits = model.forward(ids, &mut cache, Logits::Last)?;
-        let mut active: Vec<usize> = (0..batch).collect();
-        let max_stop = config
-            .stop_strings
-            .iter()
-            .map(String::len)
-            .max()
-            .unwrap_or(0);
+        let mut state = DecodeState {
+            cache,
+            sampler,
+            active: (0..batch).collect(),
+        };
+        let stops = StopStrings::new(&config.stop_strings);
 
         for step in 0.. {
-            let n = active.len();
+            let n = state.active.len();
             let z: Tensor<2> = logits.reshape([n, vocab]);
             let model_entropy = em_core::entropy(z.clone()).unsqueeze_dim::<2>(1);
             // Borrowed, not copied: a step costs O(rows) here, not O(rows · tokens so far).
-            let histories: Vec<&[u32]> = active
+            let histories: Vec<&[u32]> = state
+                .active
                 .iter()
                 .map(|&r| rows[r].generation.tokens.as_slice())
                 .collect();
-            let ctx = StepContext::new(step, &active, &histories);
+            let ctx = StepContext::new(step, &state.active, &histories);
+            let active = &state.active;
             let processed = processor.process(z, &ctx).map_err(|e| match e {
                 InferError::NonFiniteLogits { step, row } => InferError::NonFiniteLogits {
                     step,
@@ -318,73 +314,42 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
                 },
                 other => other,
             })?;
-            let draw = sampler.draw(processed)?;
-            sampler.observe(draw.tokens.clone());
-            let values = crate::em_inf::host_f64(Tensor::cat(
-                vec![draw.tokens, draw.log_probs, draw.entropies, model_entropy],
-                1,
-            ))?;
+            let draw = state.sampler.draw(processed)?;
+            state.sampler.observe(draw.tokens.clone());
+            let drawn = draw.read_back(Some(model_entropy))?;
             let mut still = Vec::with_capacity(n);
-            for (i, &r) in active.iter().enumerate() {
-                let v = &values[i * 4..i * 4 + 4];
-                if !(v[2].is_finite() && v[3].is_finite() && v[1].is_finite()) {
+            for (i, (&r, d)) in state.active.iter().zip(&drawn).enumerate() {
+                let model_entropy = d.extra.unwrap_or(f64::NAN);
+                if !(d.entropy.is_finite() && model_entropy.is_finite() && d.log_prob.is_finite()) {
                     return Err(InferError::NonFiniteLogits { step, row: r });
                 }
-                let token = v[0] as u32;
                 let row = &mut rows[r];
-                let g = &mut row.generation;
-                g.tokens.push(token);
-                g.log_probs.push(v[1]);
-                g.entropies.push(v[2]);
-                g.model_entropies.push(v[3]);
-                let before = g.text.len();
-                let fresh = self.stream_text(row)?;
-                let g = &mut row.generation;
-                g.text.push_str(&fresh);
-                let mut stop = None;
-                if eos.contains(&token) {
-                    stop = Some(StopReason::Eos);
-                } else if let Some((at, s)) = find_stop(
-                    &g.text,
-                    before.saturating_sub(max_stop),
-                    &config.stop_strings,
-                ) {
-                    g.text.truncate(at);
-                    stop = Some(StopReason::StopString(s.to_string()));
-                } else if g.tokens.len() >= row.limit {
-                    stop = Some(row.limit_reason.clone());
-                }
-                let emitted = g.text.get(before..).unwrap_or_default();
+                let pushed = row.push(d, model_entropy, self.tokenizer, &eos, &stops)?;
                 on_token(&TokenEvent {
                     row: r,
                     step,
-                    token,
-                    text: emitted,
-                    log_prob: v[1],
-                    entropy: v[2],
-                    model_entropy: v[3],
-                    stop: stop.as_ref(),
+                    token: d.token,
+                    text: row
+                        .generation
+                        .text
+                        .get(pushed.emitted_from..)
+                        .unwrap_or_default(),
+                    log_prob: d.log_prob,
+                    entropy: d.entropy,
+                    model_entropy,
+                    stop: pushed.stop.as_ref(),
                 });
-                match stop {
-                    Some(reason) => {
-                        if !matches!(reason, StopReason::StopString(_)) {
-                            // Flush what streaming held back (a pending merge or character).
-                            g.text = self.tokenizer.decode(&g.tokens, true)?;
-                        }
-                        g.stop = reason;
-                    }
+                match pushed.stop {
+                    Some(reason) => row.finish(reason, self.tokenizer)?,
                     None => still.push(i),
                 }
             }
             if still.is_empty() {
                 break;
             }
-            if still.len() < n {
-                cache.retain_rows(&still)?;
-                sampler.retain_rows(&still)?;
-                active = still.iter().map(|&i| active[i]).collect();
-            }
-            let last: Vec<i64> = active
+            state.retain(&still)?;
+            let last: Vec<i64> = state
+                .active
                 .iter()
                 .map(|&r| {
                     rows[r]
@@ -394,56 +359,12 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
                         .map_or(pad, |&t| i64::from(t))
                 })
                 .collect();
-            let ids =
-                Tensor::<2, Int>::from_data(TensorData::new(last, [active.len(), 1]), &device);
-            logits = model.forward(ids, &mut cache, Logits::Last)?;
+            let ids = Tensor::<2, Int>::from_data(
+                TensorData::new(last, [state.active.len(), 1]),
+                &device,
+            );
+            logits = model.forward(ids, &mut state.cache, Logits::Last)?;
         }
         Ok(rows.into_iter().map(|r| r.generation).collect())
-    }
-
-    /// The text the row's newest token completes (see `examples/generate.rs`): decodes a short
-    /// window, so each token costs a decode of a few tokens, not of the whole output.
-    fn stream_text(&self, row: &mut RowState) -> Result<String> {
-        let tokens = &row.generation.tokens;
-        let before = self.tokenizer.decode(&tokens[row.prefix..row.read], true)?;
-        let after = self.tokenizer.decode(&tokens[row.prefix..], true)?;
-        let fresh = after.get(before.len()..).unwrap_or_default();
-        if fresh.is_empty() || fresh.ends_with('\u{FFFD}') {
-            return Ok(String::new());
-        }
-        let fresh = fresh.to_string();
-        row.prefix = row.read;
-        row.read = tokens.len();
-        Ok(fresh)
-    }
-}
-
-/// The earliest stop string in `text` that ends after byte `from` (earlier text was searched
-/// before), as `(byte offset, stop string)`.
-fn find_stop<'s>(text: &str, from: usize, stops: &'s [String]) -> Option<(usize, &'s str)> {
-    let mut start = from.min(text.len());
-    while !text.is_char_boundary(start) {
-        start -= 1;
-    }
-    stops
-        .iter()
-        .filter_map(|s| {
-            text[start..]
-                .find(s.as_str())
-                .map(|at| (start + at, s.as_str()))
-        })
-        .min_by_key(|(at, _)| *at)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn find_stop_takes_the_earliest_and_respects_char_boundaries() {
-        let stops = vec!["\n\n".to_string(), "END".to_string()];
-        assert_eq!(find_stop("a END b\n\n", 0, &stops), Some((2, "END")));
-        assert_eq!(find_stop("é\n\n", 1, &stops), Some((2, "\n\n")));
-        assert_eq!(find_stop("abc", 0, &stops), None);
     }
 }

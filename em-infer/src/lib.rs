@@ -53,6 +53,7 @@ pub mod processor;
 pub mod reference;
 pub mod sampling;
 pub mod strategies;
+mod stream;
 
 pub use adaptive_temperature::{
     AdaptiveTemperatureConfig, AdaptiveTemperatureOutput, adaptive_temperature,
@@ -65,5 +66,5 @@ pub use processor::{
     AdaptiveTemperatureProcessor, EmInfProcessor, LogitsProcessor, ProcessorChain, ProcessorStats,
     StepContext,
 };
-pub use sampling::{Draw, Sampled, Sampler, Sampling};
+pub use sampling::{Draw, DrawnRow, Sampled, Sampler, Sampling};
 pub use strategies::{RefinementRound, SelfConsistency, refine, self_consistency};

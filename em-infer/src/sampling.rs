@@ -267,6 +267,43 @@ pub struct Draw {
     pub entropies: Tensor<2>,
 }
 
+impl Draw {
+    /// Reads the draw back to the host in one sync, together with an optional extra `[batch, 1]`
+    /// column computed in the same step (the generator's model entropy): one typed
+    /// [`DrawnRow`] per row. The only place a step's values are read back and split.
+    ///
+    /// # Errors
+    /// [`InferError::Tensor`] if the read-back fails.
+    pub fn read_back(self, extra: Option<Tensor<2>>) -> Result<Vec<DrawnRow>> {
+        let mut columns = vec![self.tokens, self.log_probs, self.entropies];
+        let width = columns.len() + usize::from(extra.is_some());
+        columns.extend(extra);
+        let values = crate::em_inf::host_f64(Tensor::cat(columns, 1))?;
+        Ok(values
+            .chunks_exact(width)
+            .map(|v| DrawnRow {
+                token: v[0] as u32,
+                log_prob: v[1],
+                entropy: v[2],
+                extra: v.get(3).copied(),
+            })
+            .collect())
+    }
+}
+
+/// One row of a [`Draw`] on the host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DrawnRow {
+    /// The chosen token.
+    pub token: u32,
+    /// Its log-prob under the distribution it was drawn from.
+    pub log_prob: f64,
+    /// The entropy of that distribution.
+    pub entropy: f64,
+    /// The extra column passed to [`Draw::read_back`], if any.
+    pub extra: Option<f64>,
+}
+
 /// The host values of a [`Draw`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampled {
@@ -452,17 +489,11 @@ impl Sampler {
     /// # Errors
     /// As [`Sampler::draw`]; [`InferError::Tensor`] if the read-back fails.
     pub fn sample(&mut self, logits: Tensor<2>) -> Result<Sampled> {
-        let draw = self.draw(logits)?;
-        let batch = self.batch();
-        let values = crate::em_inf::host_f64(Tensor::cat(
-            vec![draw.tokens, draw.log_probs, draw.entropies],
-            1,
-        ))?;
-        let column = |c: usize| (0..batch).map(|r| values[r * 3 + c]).collect::<Vec<_>>();
+        let rows = self.draw(logits)?.read_back(None)?;
         Ok(Sampled {
-            tokens: column(0).into_iter().map(|t| t as u32).collect(),
-            log_probs: column(1),
-            entropies: column(2),
+            tokens: rows.iter().map(|r| r.token).collect(),
+            log_probs: rows.iter().map(|r| r.log_prob).collect(),
+            entropies: rows.iter().map(|r| r.entropy).collect(),
         })
     }
 
