@@ -85,7 +85,9 @@ fn cpu_time_is_limited() {
             },
             "{r:?}"
         );
-        assert!(r.seconds < 5.0);
+        // Wall time only bounds it loosely: on a loaded machine (the canonical-solutions test
+        // runs a busy loop per core) one CPU second can take several wall seconds.
+        assert!(r.seconds < 9.0, "{}", r.seconds);
         assert_eq!(r.cpu_limit, 1.0);
     }
 }
