@@ -129,8 +129,13 @@ pub fn from_pretrained(
     } else {
         hub::fetch(path)?
     };
-    let config = Qwen2Config::from_file(dir.join("config.json"))?;
-    let model = Qwen2ForCausalLM::from_dir(&dir, device, options)?;
+    // config.json is parsed once, here, and shared by the model and the tokenizer's vocabulary
+    // check.
+    let config_path = dir.join("config.json");
+    let config = Qwen2Config::from_file(&config_path)?;
+    let checkpoint = Checkpoint::open(&dir)?;
+    let model =
+        Qwen2ForCausalLM::from_checkpoint(&config, &config_path, &checkpoint, device, options)?;
     let tokenizer = Tokenizer::from_dir(&dir, Some(config.vocab_size))?;
     Ok(Pretrained {
         dir,
