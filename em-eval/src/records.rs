@@ -3,7 +3,6 @@
 //! ([`EvalReport`]) and `report.md`, written atomically (temporary file + rename).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use em_grade::GradeStage;
@@ -147,22 +146,13 @@ pub fn read_records(path: &Path) -> Result<Vec<EvalRecord>> {
         .collect()
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file.
+/// Writes `bytes` to `path` atomically ([`em_grade::problems::write_atomic`]: temporary file +
+/// rename, so a reader never sees a half-written file).
 ///
 /// # Errors
-/// [`EvalError::Io`].
+/// [`EvalError::Grade`] wrapping the I/O error, naming `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    Ok(em_grade::problems::write_atomic(path, bytes)?)
 }
 
 /// Regenerates `out_dir/report.md` from every `*.json` summary in `out_dir`.

@@ -382,10 +382,9 @@ pub(crate) fn open(path: &Path) -> Result<Box<dyn BufRead>, GradeError> {
     }
 }
 
-fn each_jsonl(
-    path: &Path,
-    mut parse: impl FnMut(&Record<'_>) -> Result<Problem, GradeError>,
-) -> Result<Vec<Problem>, GradeError> {
+/// The records of a JSON Lines file (gzip when it ends in `.gz`) with their 1-based line
+/// numbers; blank lines are skipped.
+pub(crate) fn read_jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, GradeError> {
     let mut out = Vec::new();
     for (i, line) in open(path)?.lines().enumerate() {
         let line = line.map_err(|source| GradeError::Io {
@@ -400,13 +399,38 @@ fn each_jsonl(
             line: Some(i + 1),
             source,
         })?;
-        out.push(parse(&Record {
-            path,
-            line: i + 1,
-            value,
-        })?);
+        out.push((i + 1, value));
     }
     Ok(out)
+}
+
+fn each_jsonl(
+    path: &Path,
+    mut parse: impl FnMut(&Record<'_>) -> Result<Problem, GradeError>,
+) -> Result<Vec<Problem>, GradeError> {
+    read_jsonl(path)?
+        .into_iter()
+        .map(|(line, value)| parse(&Record { path, line, value }))
+        .collect()
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees a half-written file (the one atomic write of em-grade and em-eval).
+///
+/// # Errors
+/// [`GradeError::Io`] naming `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GradeError> {
+    use std::io::Write;
+    let io = |source| GradeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, GradeError> {

@@ -9,12 +9,11 @@
 //! the sandbox's floor.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{GradeError, Result};
-use crate::problems::{Benchmark, Problem, Task, open, read_json};
+use crate::problems::{Benchmark, Problem, Task, read_json, read_jsonl, write_atomic};
 use crate::sandbox::{IsolationRequest, SandboxConfig};
 
 /// The file under the data directory.
@@ -92,22 +91,7 @@ pub fn canonical_solutions(
 ) -> Result<Vec<(Problem, String)>> {
     let path = data_dir.join(benchmark.file());
     let raw: Vec<serde_json::Value> = match benchmark {
-        Benchmark::HumanEval => open(&path)?
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
-            .map(|(i, line)| {
-                let line = line.map_err(|source| GradeError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                serde_json::from_str(&line).map_err(|source| GradeError::Json {
-                    path: path.clone(),
-                    line: Some(i + 1),
-                    source,
-                })
-            })
-            .collect::<Result<_>>()?,
+        Benchmark::HumanEval => read_jsonl(&path)?.into_iter().map(|(_, v)| v).collect(),
         Benchmark::Mbpp => match read_json(&path)? {
             serde_json::Value::Array(list) => list,
             _ => Vec::new(),
@@ -197,12 +181,7 @@ pub fn measure(
 /// # Errors
 /// [`GradeError::Io`].
 pub fn write_times(data_dir: &Path, times: &ReferenceTimes) -> Result<()> {
-    use std::io::Write;
     let path = data_dir.join(FILE);
-    let io = |source| GradeError::Io {
-        path: path.clone(),
-        source,
-    };
     let rounded: ReferenceTimes = times
         .iter()
         .map(|(b, ids)| {
@@ -213,12 +192,10 @@ pub fn write_times(data_dir: &Path, times: &ReferenceTimes) -> Result<()> {
             (b.clone(), ids)
         })
         .collect();
-    let mut text =
-        serde_json::to_string_pretty(&rounded).map_err(|e| io(std::io::Error::other(e)))?;
+    let mut text = serde_json::to_string_pretty(&rounded).map_err(|e| GradeError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
     text.push('\n');
-    let mut tmp = tempfile::NamedTempFile::new_in(data_dir).map_err(io)?;
-    tmp.write_all(text.as_bytes()).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(&path).map_err(|e| io(e.error))?;
-    Ok(())
+    write_atomic(&path, text.as_bytes())
 }
