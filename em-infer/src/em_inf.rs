@@ -181,8 +181,5 @@ pub(crate) fn finite_rows<const D: usize>(values: Tensor<D>, step: usize) -> Res
 }
 
 pub(crate) fn host_f64<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>> {
-    t.into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .map_err(|e| InferError::Tensor(format!("{e:?}")))
+    Ok(t.into_data().convert::<f64>().try_to_vec::<f64>()?)
 }

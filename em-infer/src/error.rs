@@ -1,7 +1,5 @@
 //! The error type of em-infer.
 
-use std::path::PathBuf;
-
 use thiserror::Error;
 
 /// Everything em-infer can fail with; each variant names what was wrong.
@@ -58,14 +56,6 @@ pub enum InferError {
     /// Batch sizes that do not agree (logits vs sampler, prompts vs rows, ...).
     #[error("batch mismatch: {0}")]
     Batch(String),
-    /// A malformed `generation_config.json`.
-    #[error("{}: {message}", path.display())]
-    GenerationConfig {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
     /// A logits processor failed.
     #[error("logits processor `{name}` failed at decoding step {step}: {message}")]
     Processor {
@@ -81,7 +71,7 @@ pub enum InferError {
     Model(#[from] em_models::ModelError),
     /// Reading a tensor back to the host failed.
     #[error("tensor read-back failed: {0}")]
-    Tensor(String),
+    Tensor(#[from] burn::tensor::DataError),
 }
 
 impl InferError {

@@ -53,7 +53,7 @@ pub mod processor;
 pub mod reference;
 pub mod sampling;
 pub mod strategies;
-mod stream;
+pub mod stream;
 
 pub use adaptive_temperature::{
     AdaptiveTemperatureConfig, AdaptiveTemperatureOutput, adaptive_temperature,
@@ -61,10 +61,11 @@ pub use adaptive_temperature::{
 pub use em_core;
 pub use em_inf::{EmInfConfig, EmInfOutput, em_inf};
 pub use error::{InferError, Result};
-pub use generator::{GenerateConfig, Generation, Generator, StopReason, TokenEvent};
+pub use generator::{GenerateConfig, Generator};
 pub use processor::{
     AdaptiveTemperatureProcessor, EmInfProcessor, LogitsProcessor, ProcessorChain, ProcessorStats,
     StepContext,
 };
 pub use sampling::{Draw, DrawnRow, Sampled, Sampler, Sampling};
 pub use strategies::{RefinementRound, SelfConsistency, refine, self_consistency};
+pub use stream::{Generation, StopReason, TokenEvent};

@@ -27,10 +27,9 @@
 //! touched, and the same seed gives the same tokens on the same backend (and, up to rounding at
 //! a CDF boundary, on every backend).
 
-use std::path::Path;
-
 use burn::tensor::{Bool, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
 use em_core::rng::{Rng, mix, rng};
+use em_models::GenerationConfig;
 use rand::RngExt;
 
 use crate::em_inf::compute_rows;
@@ -124,57 +123,36 @@ impl Sampling {
         Ok(())
     }
 
-    /// The defaults a checkpoint ships in `generation_config.json` (`do_sample`, `temperature`,
-    /// `top_k`, `top_p`, `min_p`, `repetition_penalty`; absent keys keep [`Sampling::default`],
-    /// `do_sample: false` means greedy). A missing file gives the defaults.
+    /// The sampling defaults a checkpoint ships in `generation_config.json`, as em-models
+    /// parsed it ([`em_models::Pretrained::generation`], [`GenerationConfig::from_file`]):
+    /// `do_sample`, `temperature`, `top_k`, `top_p`, `min_p`, `repetition_penalty`; absent keys
+    /// keep [`Sampling::default`], `do_sample: false` means greedy. No file (`None`) gives the
+    /// defaults.
     ///
     /// # Errors
-    /// [`InferError::GenerationConfig`] for unreadable JSON or a field of the wrong type;
     /// [`InferError::InvalidConfig`] for values outside their domain.
-    pub fn from_generation_config(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+    pub fn from_generation_config(config: Option<&GenerationConfig>) -> Result<Self> {
         let mut sampling = Self::default();
-        if !path.exists() {
+        let Some(config) = config else {
             return Ok(sampling);
-        }
-        let bad = |message: String| InferError::GenerationConfig {
-            path: path.to_path_buf(),
-            message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let number = |key: &str| -> Result<Option<f64>> {
-            match json.get(key) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => v
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| bad(format!("`{key}` is {v}, expected a number"))),
-            }
-        };
-        if let Some(t) = number("temperature")? {
+        if let Some(t) = config.temperature {
             sampling.temperature = t;
         }
-        if let Some(k) = number("top_k")? {
-            if !(k >= 0.0 && k.fract() == 0.0) {
-                return Err(bad(format!("`top_k` is {k}, expected a whole number ≥ 0")));
-            }
-            sampling.top_k = k as usize;
+        if let Some(k) = config.top_k {
+            sampling.top_k = k;
         }
-        if let Some(p) = number("top_p")? {
+        if let Some(p) = config.top_p {
             sampling.top_p = p;
         }
-        if let Some(p) = number("min_p")? {
+        if let Some(p) = config.min_p {
             sampling.min_p = p;
         }
-        if let Some(r) = number("repetition_penalty")? {
+        if let Some(r) = config.repetition_penalty {
             sampling.repetition_penalty = r;
         }
-        match json.get("do_sample") {
-            None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(true)) => {}
-            Some(serde_json::Value::Bool(false)) => sampling.temperature = 0.0,
-            Some(v) => return Err(bad(format!("`do_sample` is {v}, expected a boolean"))),
+        if config.do_sample == Some(false) {
+            sampling.temperature = 0.0;
         }
         sampling.validate()?;
         Ok(sampling)

@@ -1,11 +1,86 @@
-//! A row while it is generated: its [`Generation`] so far, streaming detokenisation (the text
+//! What generation hands out ([`Generation`], [`StopReason`], the streamed [`TokenEvent`]) and
+//! a row while it is generated: its [`Generation`] so far, streaming detokenisation (the text
 //! each new token completes) and the stop rules (EOS, stop strings, the row's token limit).
 
 use em_models::Tokenizer;
 
 use crate::error::Result;
-use crate::generator::{Generation, StopReason};
 use crate::sampling::DrawnRow;
+
+/// Why a row stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// It produced an EOS token.
+    Eos,
+    /// Its text reached this stop string.
+    StopString(String),
+    /// It produced `max_new_tokens` tokens.
+    MaxNewTokens,
+    /// Prompt + output filled the model's context (`max_position_embeddings`).
+    ContextFull,
+}
+
+/// One row's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Generated token ids (an EOS that ended the row included).
+    pub tokens: Vec<u32>,
+    /// Their text, special tokens skipped, cut before a stop string.
+    pub text: String,
+    /// Why the row stopped.
+    pub stop: StopReason,
+    /// Per step: log-prob of the token under the distribution it was drawn from.
+    pub log_probs: Vec<f64>,
+    /// Per step: entropy (nats) of the distribution the token was drawn from (after the
+    /// processors, temperature and filters; for greedy decoding, at temperature 1).
+    pub entropies: Vec<f64>,
+    /// Per step: entropy of the model's own next-token distribution, before any processor.
+    pub model_entropies: Vec<f64>,
+}
+
+impl Generation {
+    /// Mean of [`Generation::entropies`] (0 for no tokens).
+    pub fn mean_entropy(&self) -> f64 {
+        mean(&self.entropies)
+    }
+
+    /// Mean of [`Generation::model_entropies`] (0 for no tokens).
+    pub fn mean_model_entropy(&self) -> f64 {
+        mean(&self.model_entropies)
+    }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+}
+
+/// What the streaming callback sees for every generated token.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenEvent<'a> {
+    /// The row (index into the prompts).
+    pub row: usize,
+    /// The decoding step (0 = first new token).
+    pub step: usize,
+    /// The token id.
+    pub token: u32,
+    /// Text that became complete with this token (may be empty while a multi-byte character or
+    /// a merge is pending; concatenating a row's deltas gives its streamed text).
+    pub text: &'a str,
+    /// Its log-prob under the distribution it was drawn from.
+    pub log_prob: f64,
+    /// That distribution's entropy.
+    pub entropy: f64,
+    /// The model's own entropy at this step.
+    pub model_entropy: f64,
+    /// Why the row stops here, if it does.
+    pub stop: Option<&'a StopReason>,
+}
 
 /// Stop strings, with the longest one's length: a new token can only complete a stop string
 /// that ends in the text it added, so only the last `longest` bytes before it are searched again.

@@ -8,6 +8,7 @@ use common::{devices, host};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use em_infer::{InferError, Sampler, Sampling, reference};
+use em_models::{GenerationConfig, ModelError};
 
 /// Deterministic pseudo-random logits: a heavy head and a long tail, like a language model's.
 fn lm_like_logits(vocab: usize, seed: u64) -> Vec<f32> {
@@ -389,6 +390,7 @@ fn batch_and_vocabulary_mismatches_are_errors() {
 fn generation_config_defaults_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("generation_config.json");
+    let read = |path: &std::path::Path| GenerationConfig::from_file(path);
     // Qwen2.5-Instruct's own file.
     std::fs::write(
         &path,
@@ -397,7 +399,10 @@ fn generation_config_defaults_are_read() {
             "temperature": 0.7, "top_p": 0.8, "top_k": 20}"#,
     )
     .unwrap();
-    let s = Sampling::from_generation_config(&path).unwrap();
+    let config = read(&path).unwrap();
+    assert_eq!(config.eos_ids(), vec![151645, 151643]);
+    assert_eq!(config.pad_token_id, Some(151643));
+    let s = Sampling::from_generation_config(Some(&config)).unwrap();
     assert_eq!(
         s,
         Sampling {
@@ -409,11 +414,22 @@ fn generation_config_defaults_are_read() {
         }
     );
     std::fs::write(&path, r#"{"do_sample": false, "temperature": 0.7}"#).unwrap();
-    assert!(Sampling::from_generation_config(&path).unwrap().is_greedy());
+    let config = read(&path).unwrap();
+    assert!(
+        Sampling::from_generation_config(Some(&config))
+            .unwrap()
+            .is_greedy()
+    );
+    // No file: the defaults.
     assert_eq!(
-        Sampling::from_generation_config(dir.path().join("absent.json")).unwrap(),
+        GenerationConfig::from_dir(dir.path().join("absent")).unwrap(),
+        None
+    );
+    assert_eq!(
+        Sampling::from_generation_config(None).unwrap(),
         Sampling::default()
     );
+    // A value of the wrong type is an error of the file, naming the key; bad JSON too.
     for (text, needle) in [
         (r#"{"top_k": "20"}"#, "top_k"),
         (r#"{"top_k": 2.5}"#, "top_k"),
@@ -421,8 +437,8 @@ fn generation_config_defaults_are_read() {
         (r#"{"temperature": 0.7"#, "EOF"),
     ] {
         std::fs::write(&path, text).unwrap();
-        match Sampling::from_generation_config(&path) {
-            Err(e @ InferError::GenerationConfig { .. }) => {
+        match read(&path) {
+            Err(e @ (ModelError::InvalidConfig { .. } | ModelError::Json { .. })) => {
                 let msg = e.to_string();
                 assert!(
                     msg.contains(needle) && msg.contains("generation_config.json"),
@@ -432,9 +448,11 @@ fn generation_config_defaults_are_read() {
             other => panic!("{text}: {other:?}"),
         }
     }
+    // A well-typed value outside the sampler's domain is the sampler's error.
     std::fs::write(&path, r#"{"top_p": 1.5}"#).unwrap();
+    let config = read(&path).unwrap();
     assert!(matches!(
-        Sampling::from_generation_config(&path),
+        Sampling::from_generation_config(Some(&config)),
         Err(InferError::InvalidConfig { field: "top_p", .. })
     ));
 }

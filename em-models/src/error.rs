@@ -92,12 +92,13 @@ pub enum ModelError {
         dtype: String,
     },
     /// `tokenizer.json` could not be loaded, or encoding/decoding failed.
-    #[error("tokenizer {path}: {message}")]
+    #[error("tokenizer {path}: {source}")]
     Tokenizer {
         /// The file.
         path: PathBuf,
-        /// The tokenizer library's message (its error type is a boxed trait object).
-        message: String,
+        /// The tokenizer library's error.
+        #[source]
+        source: tokenizers::Error,
     },
     /// The tokenizer produces ids the model has no embedding row for.
     #[error("tokenizer {path} has token id {max_id}, but config.json has vocab_size {vocab_size}")]
@@ -136,8 +137,14 @@ pub enum ModelError {
     #[error("batch mismatch: {0}")]
     Batch(String),
     /// The hub could not provide the model.
-    #[error("hub: {0}")]
-    Hub(String),
+    #[error("hub: {what}")]
+    Hub {
+        /// What was asked for (the model id, and the file when one failed).
+        what: String,
+        /// The hub client's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 /// The crate's result type.

@@ -27,6 +27,7 @@
 //! | [`cache`] | [`KvCache`]: pre-allocated, left-padding aware |
 //! | [`rope`] | HF "rotate half" RoPE with Llama-3 scaling, and its f64 reference twin |
 //! | [`loader`] | [`Checkpoint`] (single or sharded safetensors), [`LoadOptions`] |
+//! | [`generation`] | [`GenerationConfig`]: `generation_config.json` (special ids, sampling defaults) |
 //! | [`tokenizer`] | [`Tokenizer`]: `tokenizer.json`, chat template, EOS/pad ids |
 //! | [`error`] | [`ModelError`], every variant naming the file/key/tensor at fault |
 //!
@@ -37,6 +38,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod generation;
 pub mod loader;
 pub mod model;
 pub mod rope;
@@ -50,6 +52,7 @@ pub use cache::KvCache;
 pub use config::{Architecture, Qwen2Config, RopeScaling, TokenIds};
 pub use em_core;
 pub use error::{ModelError, Result};
+pub use generation::GenerationConfig;
 pub use loader::{Checkpoint, LoadOptions};
 pub use model::{LlamaForCausalLM, Logits, Qwen2ForCausalLM};
 pub use tokenizer::{Message, Tokenizer};
@@ -106,6 +109,8 @@ pub struct Pretrained {
     pub dir: PathBuf,
     /// Its `config.json`.
     pub config: Qwen2Config,
+    /// Its `generation_config.json`, when it has one (sampling defaults, EOS/pad ids).
+    pub generation: Option<GenerationConfig>,
     /// The weights.
     pub model: Qwen2ForCausalLM,
     /// The tokenizer, chat template and special ids.
@@ -129,17 +134,24 @@ pub fn from_pretrained(
     } else {
         hub::fetch(path)?
     };
-    // config.json is parsed once, here, and shared by the model and the tokenizer's vocabulary
-    // check.
+    // config.json and generation_config.json are parsed once, here, and shared by the model,
+    // the tokenizer (vocabulary check, EOS and pad ids) and the caller (sampling defaults).
     let config_path = dir.join("config.json");
     let config = Qwen2Config::from_file(&config_path)?;
     let checkpoint = Checkpoint::open(&dir)?;
     let model =
         Qwen2ForCausalLM::from_checkpoint(&config, &config_path, &checkpoint, device, options)?;
-    let tokenizer = Tokenizer::from_dir(&dir, Some(config.vocab_size))?;
+    let generation = GenerationConfig::from_dir(&dir)?;
+    let tokenizer = Tokenizer::from_parts(
+        &dir,
+        Some(config.vocab_size),
+        Some(&config),
+        generation.as_ref(),
+    )?;
     Ok(Pretrained {
         dir,
         config,
+        generation,
         model,
         tokenizer,
     })
@@ -151,11 +163,16 @@ mod hub {
 
     pub(crate) fn fetch(id: &Path) -> Result<PathBuf> {
         let id = id.to_string_lossy().to_string();
-        let api = hf_hub::api::sync::Api::new().map_err(|e| ModelError::Hub(e.to_string()))?;
+        let api = hf_hub::api::sync::Api::new().map_err(|e| ModelError::Hub {
+            what: format!("{id}: cannot start the hub client"),
+            source: Some(Box::new(e)),
+        })?;
         let repo = api.model(id.clone());
         let get = |file: &str| {
-            repo.get(file)
-                .map_err(|e| ModelError::Hub(format!("{id}/{file}: {e}")))
+            repo.get(file).map_err(|e| ModelError::Hub {
+                what: format!("{id}/{file}"),
+                source: Some(Box::new(e)),
+            })
         };
         let config = get("config.json")?;
         for optional in ["tokenizer_config.json", "generation_config.json"] {
@@ -185,7 +202,10 @@ mod hub {
         config
             .parent()
             .map(Path::to_path_buf)
-            .ok_or_else(|| ModelError::Hub(format!("{id}: no snapshot directory")))
+            .ok_or_else(|| ModelError::Hub {
+                what: format!("{id}: no snapshot directory"),
+                source: None,
+            })
     }
 }
 
@@ -194,9 +214,12 @@ mod hub {
     use super::*;
 
     pub(crate) fn fetch(id: &Path) -> Result<PathBuf> {
-        Err(ModelError::Hub(format!(
-            "{} is not a local directory, and em-models was built without the `hub` feature",
-            id.display()
-        )))
+        Err(ModelError::Hub {
+            what: format!(
+                "{} is not a local directory, and em-models was built without the `hub` feature",
+                id.display()
+            ),
+            source: None,
+        })
     }
 }

@@ -1,12 +1,15 @@
 //! The tokenizer of a checkpoint directory: `tokenizer.json` (HF `tokenizers`), the chat template
 //! from `tokenizer_config.json` (rendered with `minijinja`), and the special ids from
-//! `generation_config.json` / `config.json`.
+//! `generation_config.json` / `config.json` (both parsed by their own types,
+//! [`GenerationConfig`] and [`Qwen2Config`], once per load).
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::config::Qwen2Config;
 use crate::error::{ModelError, Result, read_json};
+use crate::generation::GenerationConfig;
 
 /// One chat message, as the chat template sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,37 +73,49 @@ fn token_string(value: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-fn ids_of(value: Option<&serde_json::Value>) -> Vec<u32> {
-    match value {
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .into_iter()
-            .collect(),
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 impl Tokenizer {
     /// Loads `tokenizer.json` (required) and, when present, `tokenizer_config.json`,
     /// `generation_config.json` and `config.json` from `dir`. With `vocab_size` (the model's
     /// embedding rows), checks that every token id the tokenizer can produce has a row.
+    /// [`from_pretrained`](crate::from_pretrained) parses the two configs once for the model
+    /// and the tokenizer and calls [`Tokenizer::from_parts`] instead.
     ///
     /// # Errors
     /// [`ModelError::Tokenizer`] for a missing or malformed `tokenizer.json`,
     /// [`ModelError::Json`] for a malformed optional file, [`ModelError::TokenizerVocab`] when an
-    /// id reaches `vocab_size`.
+    /// id reaches `vocab_size`; a present but invalid `config.json` or `generation_config.json`
+    /// fails as [`Qwen2Config::from_file`] / [`GenerationConfig::from_file`] do.
     pub fn from_dir(dir: impl AsRef<Path>, vocab_size: Option<usize>) -> Result<Self> {
         let dir = dir.as_ref();
+        let config_path = dir.join("config.json");
+        let config = if config_path.exists() {
+            Some(Qwen2Config::from_file(&config_path)?)
+        } else {
+            None
+        };
+        let generation = GenerationConfig::from_dir(dir)?;
+        Self::from_parts(dir, vocab_size, config.as_ref(), generation.as_ref())
+    }
+
+    /// Loads `tokenizer.json` (required) and `tokenizer_config.json` (optional) from `dir`,
+    /// taking the EOS and pad ids from the already parsed model and generation configs.
+    /// With `vocab_size`, checks that every token id the tokenizer can produce has a row.
+    ///
+    /// # Errors
+    /// As [`Tokenizer::from_dir`], except for the two configs, which the caller parsed.
+    pub fn from_parts(
+        dir: impl AsRef<Path>,
+        vocab_size: Option<usize>,
+        config: Option<&Qwen2Config>,
+        generation: Option<&GenerationConfig>,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let inner =
+            tokenizers::Tokenizer::from_file(&path).map_err(|source| ModelError::Tokenizer {
+                path: path.clone(),
+                source,
+            })?;
         if let Some(vocab_size) = vocab_size {
             let max_id = inner.get_vocab(true).values().copied().max().unwrap_or(0);
             if max_id as usize >= vocab_size {
@@ -111,17 +126,12 @@ impl Tokenizer {
                 });
             }
         }
-        let optional = |name: &str| -> Result<Option<serde_json::Value>> {
-            let p = dir.join(name);
-            if p.exists() {
-                read_json(&p).map(Some)
-            } else {
-                Ok(None)
-            }
+        let tok_config_path = dir.join("tokenizer_config.json");
+        let tok_config = if tok_config_path.exists() {
+            Some(read_json(&tok_config_path)?)
+        } else {
+            None
         };
-        let tok_config = optional("tokenizer_config.json")?;
-        let gen_config = optional("generation_config.json")?;
-        let model_config = optional("config.json")?;
 
         let chat_template = tok_config
             .as_ref()
@@ -139,17 +149,16 @@ impl Tokenizer {
         let eos_token = token_string(tok_config.as_ref().and_then(|c| c.get("eos_token")));
         let pad_token = token_string(tok_config.as_ref().and_then(|c| c.get("pad_token")));
 
-        let mut eos_ids = ids_of(gen_config.as_ref().and_then(|c| c.get("eos_token_id")));
-        eos_ids.extend(ids_of(
-            model_config.as_ref().and_then(|c| c.get("eos_token_id")),
-        ));
+        let mut eos_ids = generation
+            .map(GenerationConfig::eos_ids)
+            .unwrap_or_default();
+        eos_ids.extend(config.map(Qwen2Config::eos_ids).unwrap_or_default());
         eos_ids.extend(eos_token.as_deref().and_then(|t| inner.token_to_id(t)));
         let mut seen = std::collections::HashSet::new();
         eos_ids.retain(|id| seen.insert(*id));
 
-        let pad_id = ids_of(gen_config.as_ref().and_then(|c| c.get("pad_token_id")))
-            .first()
-            .copied()
+        let pad_id = generation
+            .and_then(|g| g.pad_token_id)
             .or_else(|| pad_token.as_deref().and_then(|t| inner.token_to_id(t)))
             .or_else(|| eos_ids.first().copied());
         Ok(Self {
@@ -257,7 +266,7 @@ impl Tokenizer {
     fn error(&self, e: tokenizers::Error) -> ModelError {
         ModelError::Tokenizer {
             path: self.path.clone(),
-            message: e.to_string(),
+            source: e,
         }
     }
 }
