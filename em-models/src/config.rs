@@ -59,15 +59,17 @@ pub struct RopeScaling {
     pub original_max_position_embeddings: Option<f64>,
 }
 
-/// A Qwen2 / Qwen2.5 / Llama `config.json`. Field names are Hugging Face's; unknown keys are
-/// ignored. Load it with [`Qwen2Config::from_file`], which reports a missing required key by name.
+/// A Qwen2 / Qwen2.5 / Llama `config.json`. Field names are Hugging Face's; keys this crate does
+/// not interpret are kept in [`Qwen2Config::extra`] and written back by
+/// [`Qwen2ForCausalLM::save_pretrained`](crate::Qwen2ForCausalLM::save_pretrained). Load it
+/// with [`Qwen2Config::from_file`], which reports a missing required key by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Qwen2Config {
     /// e.g. `["Qwen2ForCausalLM"]`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub architectures: Vec<String>,
     /// e.g. `"qwen2"`, `"llama"`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_type: Option<String>,
     /// Embedding rows (Qwen2.5 0.5B: 151,936, more than the tokenizer's ids).
     pub vocab_size: usize,
@@ -80,10 +82,10 @@ pub struct Qwen2Config {
     /// Query heads.
     pub num_attention_heads: usize,
     /// Key/value heads (GQA); defaults to `num_attention_heads`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_key_value_heads: Option<usize>,
     /// Per-head width; defaults to `hidden_size / num_attention_heads`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_dim: Option<usize>,
     /// Longest context the model was trained for.
     pub max_position_embeddings: usize,
@@ -93,29 +95,33 @@ pub struct Qwen2Config {
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
     /// RoPE scaling (Llama 3.1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeScaling>,
     /// Whether `lm_head` shares the embedding matrix.
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Llama: bias on q/k/v/o (Qwen2 always has q/k/v bias and no o bias).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_bias: Option<bool>,
     /// Llama: bias on the MLP projections (must be false).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlp_bias: Option<bool>,
     /// The MLP activation (must be `silu`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden_act: Option<String>,
     /// Beginning-of-sequence id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<u32>,
     /// End-of-sequence id(s).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eos_token_id: Option<TokenIds>,
     /// Sliding-window attention (Qwen2: off in every released config; rejected when on).
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// Every other key of the file (`initializer_range`, `torch_dtype`, `transformers_version`,
+    /// ...), verbatim, so that a saved checkpoint keeps them.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 fn default_rope_theta() -> f64 {
@@ -240,6 +246,26 @@ impl Qwen2Config {
             Architecture::Qwen2 => false,
             Architecture::Llama => self.attention_bias.unwrap_or(false),
         }
+    }
+
+    /// `initializer_range`: the standard deviation of [`Qwen2Config::init`]'s normal draws
+    /// (HF's default 0.02 when absent).
+    pub fn initializer_range(&self) -> f64 {
+        self.extra
+            .get("initializer_range")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.02)
+    }
+
+    /// The config as JSON text with `torch_dtype` set (every kept key included).
+    pub fn to_json_with_dtype(&self, torch_dtype: &str) -> String {
+        let mut config = self.clone();
+        config.extra.insert(
+            "torch_dtype".into(),
+            serde_json::Value::String(torch_dtype.into()),
+        );
+        // Serialising plain data (strings, numbers, maps) cannot fail.
+        serde_json::to_string_pretty(&config).unwrap_or_default()
     }
 
     /// End-of-sequence ids from the config (may be empty).

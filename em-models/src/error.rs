@@ -91,6 +91,28 @@ pub enum ModelError {
         /// The dtype as written in the file.
         dtype: String,
     },
+    /// A dtype that is not one of the float dtypes a model can be loaded, initialised or saved
+    /// in (f32, f64, bf16, f16).
+    #[error("unknown or unsupported dtype {dtype:?} (supported: f32, f64, bf16, f16)")]
+    UnknownDtype {
+        /// The dtype as given.
+        dtype: String,
+    },
+    /// The output directory of a save exists and overwriting was not asked for.
+    #[error("{path} exists; refusing to overwrite it (ask for overwrite to replace it)")]
+    OutputExists {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A size such as `2GB` that could not be parsed.
+    #[error("invalid size {text:?} (expected e.g. 2GB, 500MB, 1GiB or a byte count)")]
+    InvalidSize {
+        /// The text.
+        text: String,
+    },
+    /// Host data of a tensor could not be read in the expected element type.
+    #[error("tensor data: {0}")]
+    Tensor(#[from] burn::tensor::DataError),
     /// `tokenizer.json` could not be loaded, or encoding/decoding failed.
     #[error("tokenizer {path}: {source}")]
     Tokenizer {

@@ -28,6 +28,8 @@
 //! | [`rope`] | HF "rotate half" RoPE with Llama-3 scaling, and its f64 reference twin |
 //! | [`loader`] | [`Checkpoint`] (single or sharded safetensors), [`LoadOptions`] |
 //! | [`generation`] | [`GenerationConfig`]: `generation_config.json` (special ids, sampling defaults) |
+//! | [`params`] | [`named_params`]: every parameter under its HF name, with its layout |
+//! | [`save`] | [`Qwen2ForCausalLM::save_pretrained`]: HF layout, sharding, atomic |
 //! | [`tokenizer`] | [`Tokenizer`]: `tokenizer.json`, chat template, EOS/pad ids |
 //! | [`error`] | [`ModelError`], every variant naming the file/key/tensor at fault |
 //!
@@ -35,13 +37,16 @@
 //! architecture plugs in by implementing it.
 #![warn(missing_docs)]
 
+mod build;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod generation;
 pub mod loader;
 pub mod model;
+pub mod params;
 pub mod rope;
+pub mod save;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -53,8 +58,10 @@ pub use config::{Architecture, Qwen2Config, RopeScaling, TokenIds};
 pub use em_core;
 pub use error::{ModelError, Result};
 pub use generation::GenerationConfig;
-pub use loader::{Checkpoint, LoadOptions};
+pub use loader::{Checkpoint, FLOAT_DTYPES, LoadOptions, parse_dtype};
 pub use model::{LlamaForCausalLM, Logits, Qwen2ForCausalLM};
+pub use params::{NamedParam, named_params};
+pub use save::{SaveOptions, parse_size};
 pub use tokenizer::{Message, Tokenizer};
 
 /// What generation and training need from a causal language model.
@@ -102,6 +109,18 @@ impl CausalLm for Qwen2ForCausalLM {
     }
 }
 
+impl Pretrained {
+    /// Saves model, config and every other file of [`Pretrained::dir`] as a Hugging Face
+    /// checkpoint in `out` ([`Qwen2ForCausalLM::save_pretrained`]).
+    ///
+    /// # Errors
+    /// As [`Qwen2ForCausalLM::save_pretrained`].
+    pub fn save_pretrained(&self, out: impl AsRef<Path>, options: &SaveOptions) -> Result<()> {
+        self.model
+            .save_pretrained(&self.config, Some(&self.dir), out, options)
+    }
+}
+
 /// A model with its config and tokenizer, as [`from_pretrained`] returns it.
 #[derive(Debug)]
 pub struct Pretrained {
@@ -138,9 +157,9 @@ pub fn from_pretrained(
     // the tokenizer (vocabulary check, EOS and pad ids) and the caller (sampling defaults).
     let config_path = dir.join("config.json");
     let config = Qwen2Config::from_file(&config_path)?;
-    let checkpoint = Checkpoint::open(&dir)?;
+    let mut checkpoint = Checkpoint::open(&dir)?;
     let model =
-        Qwen2ForCausalLM::from_checkpoint(&config, &config_path, &checkpoint, device, options)?;
+        Qwen2ForCausalLM::from_checkpoint(&config, &config_path, &mut checkpoint, device, options)?;
     let generation = GenerationConfig::from_dir(&dir)?;
     let tokenizer = Tokenizer::from_parts(
         &dir,

@@ -1,25 +1,33 @@
 //! Loading a Hugging Face checkpoint directory: `config.json` plus `model.safetensors` or a
 //! sharded `model.safetensors.index.json`, with F32/F16/BF16/F64 tensors converted to the runtime
 //! dtype on the target device.
+//!
+//! Memory: [`Checkpoint::open`] reads only the files' headers; each tensor is then read on its
+//! own (seek + read in 1 MiB pieces, converted piece by piece straight into the runtime dtype),
+//! uploaded and dropped, so the load peaks near the loaded model's size plus its largest tensor
+//! (no mmap: the workspace denies `unsafe`).
 
 use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
-use burn::nn::{Embedding, Linear};
-use burn::tensor::{DType, Device, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
+use burn::tensor::{DType, Device, Element, TensorData};
+use safetensors::tensor::Metadata;
+use safetensors::{Dtype, SafeTensorError};
 
+use crate::build::{Role, WeightSource, build};
 use crate::config::Qwen2Config;
-use crate::error::{ModelError, Result, read_file, read_json};
-use crate::model::{Attention, DecoderLayer, Mlp, Qwen2ForCausalLM, Qwen2Model, RmsNorm, biases};
-use crate::rope::RotaryEmbedding;
+use crate::error::{ModelError, Result, read_json};
+use crate::model::Qwen2ForCausalLM;
 
 /// How to load a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadOptions {
-    /// The dtype the weights take on the device: `F32` (the default, and the right choice on CPU)
-    /// or `F16`/`BF16` on a GPU. Norms, softmax and the returned logits are f32 regardless.
+    /// The dtype the weights take on the device: `F32` (the default, and the right choice on CPU
+    /// and for training), `F16`/`BF16` for inference on a GPU, or `F64` (tests: the whole model,
+    /// norms, RoPE and logits included, then runs in f64). Norms, softmax and the returned
+    /// logits are f32 for the 16-bit dtypes.
     pub dtype: DType,
 }
 
@@ -29,16 +37,65 @@ impl Default for LoadOptions {
     }
 }
 
-/// The tensors of a checkpoint, read into memory shard by shard.
-pub struct Checkpoint {
-    dir: PathBuf,
-    shards: Vec<(PathBuf, Vec<u8>)>,
-    /// tensor name → shard index
-    index: HashMap<String, usize>,
+/// The floating-point dtypes a model can be loaded in, saved in or initialised in.
+pub const FLOAT_DTYPES: [DType; 4] = [DType::F32, DType::F64, DType::BF16, DType::F16];
+
+/// `f32`, `f64`, `bf16`, `f16` (also HF's `float32`, `bfloat16`, ...) → the [`DType`].
+///
+/// # Errors
+/// [`ModelError::UnknownDtype`] for anything else.
+pub fn parse_dtype(name: &str) -> Result<DType> {
+    match name.to_ascii_lowercase().as_str() {
+        "f32" | "float32" | "float" => Ok(DType::F32),
+        "f64" | "float64" | "double" => Ok(DType::F64),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" | "half" => Ok(DType::F16),
+        _ => Err(ModelError::UnknownDtype {
+            dtype: name.to_string(),
+        }),
+    }
 }
 
+/// Checks that `dtype` is one of [`FLOAT_DTYPES`].
+pub(crate) fn check_float(dtype: DType) -> Result<DType> {
+    if FLOAT_DTYPES.contains(&dtype) {
+        Ok(dtype)
+    } else {
+        Err(ModelError::UnknownDtype {
+            dtype: format!("{dtype:?}"),
+        })
+    }
+}
+
+/// One tensor's place in its file.
+#[derive(Debug, Clone)]
+struct Entry {
+    shard: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    start: u64,
+    end: u64,
+}
+
+/// The tensors of a checkpoint: the headers of its files, read at [`Checkpoint::open`]; the
+/// tensors themselves are read one at a time when asked for.
+#[derive(Debug)]
+pub struct Checkpoint {
+    dir: PathBuf,
+    shards: Vec<PathBuf>,
+    /// tensor name → where it is
+    index: HashMap<String, Entry>,
+}
+
+/// Bytes read per piece when converting a tensor.
+const PIECE: usize = 1 << 20;
+/// safetensors' own bound on the header.
+const MAX_HEADER: u64 = 100_000_000;
+
 impl Checkpoint {
-    /// Reads `model.safetensors.index.json` and its shards if present, else `model.safetensors`.
+    /// Reads `model.safetensors.index.json` and the headers of its shards if present, else the
+    /// header of `model.safetensors`, and checks that every tensor's byte range fits its file.
     ///
     /// # Errors
     /// [`ModelError::Io`] for a missing file, [`ModelError::Json`] for a malformed index,
@@ -69,21 +126,32 @@ impl Checkpoint {
         } else {
             vec![dir.join("model.safetensors")]
         };
-        let mut shards = Vec::with_capacity(files.len());
         let mut index = HashMap::new();
-        for (i, path) in files.into_iter().enumerate() {
-            let bytes = read_file(&path)?;
-            let parsed =
-                SafeTensors::deserialize(&bytes).map_err(|source| ModelError::Safetensors {
-                    path: path.clone(),
-                    source,
-                })?;
-            for name in parsed.names() {
-                index.insert(name.to_string(), i);
+        for (shard, path) in files.iter().enumerate() {
+            let (data_start, metadata) = read_header(path)?;
+            for (name, info) in metadata.tensors() {
+                index.insert(
+                    name,
+                    Entry {
+                        shard,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        start: data_start + info.data_offsets.0 as u64,
+                        end: data_start + info.data_offsets.1 as u64,
+                    },
+                );
             }
-            shards.push((path, bytes));
         }
-        Ok(Self { dir, shards, index })
+        Ok(Self {
+            dir,
+            shards: files,
+            index,
+        })
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Whether the checkpoint has a tensor of that name.
@@ -102,52 +170,45 @@ impl Checkpoint {
     ///
     /// # Errors
     /// [`ModelError::MissingTensor`], [`ModelError::ShapeMismatch`],
-    /// [`ModelError::UnsupportedDtype`], [`ModelError::Safetensors`].
+    /// [`ModelError::UnsupportedDtype`], [`ModelError::Io`].
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let Some(&shard) = self.index.get(name) else {
+        self.read::<f32>(name, expected)
+    }
+
+    /// Reads tensor `name` (shape checked against `expected`) as host data of `dtype`, one of
+    /// [`FLOAT_DTYPES`], converting from the stored dtype piece by piece.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::read_f32`], and [`ModelError::UnknownDtype`] for another `dtype`.
+    pub fn read_data(&self, name: &str, expected: &[usize], dtype: DType) -> Result<TensorData> {
+        let shape = expected.to_vec();
+        Ok(match check_float(dtype)? {
+            DType::F64 => TensorData::new(self.read::<f64>(name, expected)?, shape),
+            DType::BF16 => TensorData::new(self.read::<half::bf16>(name, expected)?, shape),
+            DType::F16 => TensorData::new(self.read::<half::f16>(name, expected)?, shape),
+            _ => TensorData::new(self.read::<f32>(name, expected)?, shape),
+        })
+    }
+
+    fn read<E: HostFloat>(&self, name: &str, expected: &[usize]) -> Result<Vec<E>> {
+        let Some(entry) = self.index.get(name) else {
             return Err(ModelError::MissingTensor {
                 name: name.to_string(),
                 dir: self.dir.clone(),
             });
         };
-        let (path, bytes) = &self.shards[shard];
-        let parsed = SafeTensors::deserialize(bytes).map_err(|source| ModelError::Safetensors {
-            path: path.clone(),
-            source,
-        })?;
-        let view = parsed
-            .tensor(name)
-            .map_err(|source| ModelError::Safetensors {
-                path: path.clone(),
-                source,
-            })?;
-        if view.shape() != expected {
+        let path = &self.shards[entry.shard];
+        if entry.shape != expected {
             return Err(ModelError::ShapeMismatch {
                 name: name.to_string(),
                 expected: expected.to_vec(),
-                got: view.shape().to_vec(),
+                got: entry.shape.clone(),
             });
         }
-        let data = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-                .collect(),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|b| {
-                    f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
-                })
-                .collect(),
+        let width = match entry.dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F64 => 8,
             other => {
                 return Err(ModelError::UnsupportedDtype {
                     name: name.to_string(),
@@ -156,56 +217,162 @@ impl Checkpoint {
                 });
             }
         };
-        Ok(values)
-    }
-
-    fn tensor<const D: usize>(
-        &self,
-        name: &str,
-        shape: [usize; D],
-        device: &Device,
-        dtype: DType,
-    ) -> Result<Tensor<D>> {
-        Ok(upload(self.read_f32(name, &shape)?, shape, device, dtype))
-    }
-
-    /// A Linear from HF's `[out, in]` weight (burn keeps `[in, out]`) and an optional bias.
-    fn linear(
-        &self,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-        device: &Device,
-        dtype: DType,
-    ) -> Result<Linear> {
-        // Transposed on the host so that the device tensor is contiguous `[in, out]`: a lazy
-        // `.transpose()` view made flex re-copy every weight on every forward (the real 0.5B
-        // model decoded at 0.7 tok/s, ~1.4 s per step of which ~1.2 s were those copies).
-        let name = format!("{prefix}.weight");
-        let values = transpose_host(&self.read_f32(&name, &[d_out, d_in])?, d_out, d_in);
-        let weight = upload(values, [d_in, d_out], device, dtype);
-        let bias = if bias {
-            Some(Param::from_tensor(self.tensor(
-                &format!("{prefix}.bias"),
-                [d_out],
-                device,
-                dtype,
-            )?))
-        } else {
-            None
+        let io = |source| ModelError::Io {
+            path: path.clone(),
+            source,
         };
-        Ok(Linear {
-            weight: Param::from_tensor(weight),
-            bias,
-        })
+        let mut file = File::open(path).map_err(io)?;
+        file.seek(SeekFrom::Start(entry.start)).map_err(io)?;
+        let total = (entry.end - entry.start) as usize;
+        let mut out = Vec::with_capacity(total / width);
+        let mut piece = vec![0u8; PIECE.min(total)];
+        let mut left = total;
+        while left > 0 {
+            let take = left.min(PIECE);
+            let bytes = &mut piece[..take];
+            file.read_exact(bytes).map_err(io)?;
+            convert(bytes, entry.dtype, &mut out);
+            left -= take;
+        }
+        Ok(out)
+    }
+}
+
+impl WeightSource for Checkpoint {
+    fn tensor(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        _role: Role,
+        dtype: DType,
+    ) -> Result<TensorData> {
+        self.read_data(name, shape, dtype)
     }
 
-    fn norm(&self, name: &str, size: usize, eps: f64, device: &Device) -> Result<RmsNorm> {
-        Ok(RmsNorm {
-            weight: Param::from_tensor(self.tensor(name, [size], device, DType::F32)?),
-            eps,
-        })
+    fn has(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+/// Reads and checks one file's header: returns where its data starts and its metadata, having
+/// checked that every tensor's byte count matches its dtype and shape and that the data section
+/// is exactly as long as the header says (a truncated file fails here, not mid-load).
+fn read_header(path: &Path) -> Result<(u64, Metadata)> {
+    let corrupt = |source| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    };
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len < 8 {
+        return Err(corrupt(SafeTensorError::HeaderTooSmall));
+    }
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n).map_err(io)?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER {
+        return Err(corrupt(SafeTensorError::HeaderTooLarge));
+    }
+    if 8 + n > len {
+        return Err(corrupt(SafeTensorError::InvalidHeaderLength));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let metadata: Metadata = serde_json::from_slice(&header)
+        .map_err(|e| corrupt(SafeTensorError::InvalidHeaderDeserialization(e)))?;
+    let data_len = len - 8 - n;
+    for (name, info) in metadata.tensors() {
+        let (start, end) = info.data_offsets;
+        let bytes = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bitsize(), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| corrupt(SafeTensorError::ValidationOverflow))?
+            / 8;
+        if end < start || end - start != bytes {
+            return Err(corrupt(SafeTensorError::InvalidOffset(name)));
+        }
+        if end as u64 > data_len {
+            return Err(corrupt(SafeTensorError::MetadataIncompleteBuffer));
+        }
+    }
+    if metadata.data_len() as u64 != data_len {
+        return Err(corrupt(SafeTensorError::MetadataIncompleteBuffer));
+    }
+    Ok((8 + n, metadata))
+}
+
+/// A host element type weights are read into: f32, f64, bf16 or f16.
+pub(crate) trait HostFloat: Element + Copy {
+    fn from_f32(x: f32) -> Self;
+    fn from_f64(x: f64) -> Self;
+}
+
+impl HostFloat for f32 {
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+}
+
+impl HostFloat for f64 {
+    fn from_f32(x: f32) -> Self {
+        f64::from(x)
+    }
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+}
+
+impl HostFloat for half::bf16 {
+    fn from_f32(x: f32) -> Self {
+        half::bf16::from_f32(x)
+    }
+    fn from_f64(x: f64) -> Self {
+        half::bf16::from_f64(x)
+    }
+}
+
+impl HostFloat for half::f16 {
+    fn from_f32(x: f32) -> Self {
+        half::f16::from_f32(x)
+    }
+    fn from_f64(x: f64) -> Self {
+        half::f16::from_f64(x)
+    }
+}
+
+/// Little-endian bytes of `dtype` (F32/F16/BF16/F64) appended to `out` as `E`.
+fn convert<E: HostFloat>(bytes: &[u8], dtype: Dtype, out: &mut Vec<E>) {
+    match dtype {
+        Dtype::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| E::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        ),
+        Dtype::F16 => {
+            out.extend(bytes.chunks_exact(2).map(|b| {
+                E::from_f32(half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+            }))
+        }
+        Dtype::BF16 => out.extend(bytes.chunks_exact(2).map(|b| {
+            E::from_f32(half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+        })),
+        _ => out.extend(bytes.chunks_exact(8).map(|b| {
+            E::from_f64(f64::from_le_bytes([
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+            ]))
+        })),
     }
 }
 
@@ -222,8 +389,8 @@ impl Qwen2ForCausalLM {
         let dir = dir.as_ref();
         let config_path = dir.join("config.json");
         let config = Qwen2Config::from_file(&config_path)?;
-        let checkpoint = Checkpoint::open(dir)?;
-        Self::from_checkpoint(&config, &config_path, &checkpoint, device, options)
+        let mut checkpoint = Checkpoint::open(dir)?;
+        Self::from_checkpoint(&config, &config_path, &mut checkpoint, device, options)
     }
 
     /// Builds the model from an already opened checkpoint.
@@ -233,119 +400,10 @@ impl Qwen2ForCausalLM {
     pub fn from_checkpoint(
         config: &Qwen2Config,
         config_path: &Path,
-        ckpt: &Checkpoint,
+        ckpt: &mut Checkpoint,
         device: &Device,
         options: &LoadOptions,
     ) -> Result<Self> {
-        let arch = config.architecture(config_path)?;
-        let (qkv_bias, o_bias) = biases(config, arch);
-        let dtype = options.dtype;
-        let (hidden, inter) = (config.hidden_size, config.intermediate_size);
-        let (heads, kv_heads, head_dim) = (
-            config.num_attention_heads,
-            config.kv_heads(),
-            config.head_size(),
-        );
-        let eps = config.rms_norm_eps;
-
-        let embed = ckpt.tensor(
-            "model.embed_tokens.weight",
-            [config.vocab_size, hidden],
-            device,
-            dtype,
-        )?;
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for l in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            let linear = |name: &str, d_in: usize, d_out: usize, bias: bool| {
-                ckpt.linear(&format!("{p}.{name}"), d_in, d_out, bias, device, dtype)
-            };
-            let self_attn = Attention {
-                q_proj: linear("self_attn.q_proj", hidden, heads * head_dim, qkv_bias)?,
-                k_proj: linear("self_attn.k_proj", hidden, kv_heads * head_dim, qkv_bias)?,
-                v_proj: linear("self_attn.v_proj", hidden, kv_heads * head_dim, qkv_bias)?,
-                o_proj: linear("self_attn.o_proj", heads * head_dim, hidden, o_bias)?,
-                num_heads: heads,
-                num_kv_heads: kv_heads,
-                head_dim,
-            };
-            let mlp = Mlp {
-                gate_proj: linear("mlp.gate_proj", hidden, inter, false)?,
-                up_proj: linear("mlp.up_proj", hidden, inter, false)?,
-                down_proj: linear("mlp.down_proj", inter, hidden, false)?,
-            };
-            layers.push(DecoderLayer {
-                self_attn,
-                mlp,
-                input_layernorm: ckpt.norm(
-                    &format!("{p}.input_layernorm.weight"),
-                    hidden,
-                    eps,
-                    device,
-                )?,
-                post_attention_layernorm: ckpt.norm(
-                    &format!("{p}.post_attention_layernorm.weight"),
-                    hidden,
-                    eps,
-                    device,
-                )?,
-            });
-        }
-        let norm = ckpt.norm("model.norm.weight", hidden, eps, device)?;
-        let lm_head = if ckpt.contains("lm_head.weight") && !config.tie_word_embeddings {
-            Some(ckpt.linear("lm_head", hidden, config.vocab_size, false, device, dtype)?)
-        } else {
-            if !config.tie_word_embeddings {
-                tracing::warn!(
-                    "{}: no lm_head.weight although tie_word_embeddings is false; using the embedding",
-                    ckpt.dir.display()
-                );
-            }
-            None
-        };
-        Ok(Self {
-            model: Qwen2Model {
-                embed_tokens: Embedding {
-                    weight: Param::from_tensor(embed),
-                },
-                layers,
-                norm,
-            },
-            lm_head,
-            vocab_size: config.vocab_size,
-            max_position_embeddings: config.max_position_embeddings,
-            inv_freq: RotaryEmbedding::new(config).inv_freq().to_vec(),
-        })
+        build(config, config_path, ckpt, device, options.dtype)
     }
-}
-
-/// Host f32 values to a device tensor of `shape` in the runtime `dtype`.
-fn upload<const D: usize>(
-    values: Vec<f32>,
-    shape: [usize; D],
-    device: &Device,
-    dtype: DType,
-) -> Tensor<D> {
-    let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), device);
-    if dtype == DType::F32 {
-        tensor
-    } else {
-        tensor.cast(dtype)
-    }
-}
-
-/// `[rows, cols] → [cols, rows]` for a row-major host buffer, in cache-friendly tiles.
-fn transpose_host(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut out = vec![0.0; values.len()];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = values[r * cols + c];
-                }
-            }
-        }
-    }
-    out
 }

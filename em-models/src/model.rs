@@ -34,17 +34,19 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// `x / sqrt(mean(x²) + eps) · weight`, in f32, returned in `x`'s dtype.
+    /// `x / sqrt(mean(x²) + eps) · weight`, computed in f32 (f64 for an f64 model), returned
+    /// in `x`'s dtype.
     ///
     /// # Shapes
     /// `[..., hidden_size] → [..., hidden_size]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dtype = x.dtype();
-        let x = x.cast(DType::F32);
+        let x = em_core::promote(x);
+        let compute = x.dtype();
         let inv_rms = (x.clone().square().mean_dim(D - 1) + self.eps)
             .sqrt()
             .recip();
-        let weight = self.weight.val().cast(DType::F32).unsqueeze::<D>();
+        let weight = self.weight.val().cast(compute).unsqueeze::<D>();
         (x * inv_rms * weight).cast(dtype)
     }
 }
@@ -217,6 +219,16 @@ impl Qwen2ForCausalLM {
         self.model.embed_tokens.weight.device()
     }
 
+    /// The dtype of the weights (the embedding's).
+    pub fn dtype(&self) -> DType {
+        self.model.embed_tokens.weight.val().dtype()
+    }
+
+    /// The dtype norms, RoPE tables and logits compute in: f64 for an f64 model, else f32.
+    pub fn compute_dtype(&self) -> DType {
+        crate::build::norm_dtype(self.dtype())
+    }
+
     /// Decoder layers.
     pub fn num_layers(&self) -> usize {
         self.model.layers.len()
@@ -262,7 +274,7 @@ impl Qwen2ForCausalLM {
             })
             .collect();
         let rope = RotaryEmbedding::from_inv_freq(self.inv_freq.clone());
-        let (cos, sin) = rope.tables(&positions, &device);
+        let (cos, sin) = rope.tables(&positions, &device, self.compute_dtype());
         let mask = padding
             .iter()
             .any(|&p| p > 0)
@@ -293,7 +305,7 @@ impl Qwen2ForCausalLM {
                 .matmul(x.swap_dims(1, 2))
                 .swap_dims(1, 2),
         };
-        Ok(out.cast(DType::F32))
+        Ok(em_core::promote(out))
     }
 }
 

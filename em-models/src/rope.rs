@@ -4,7 +4,7 @@
 //! up to the model's full context keep full precision; [`reference_rope`] is the slow twin used
 //! by the tests.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::config::Qwen2Config;
 
@@ -56,8 +56,14 @@ impl RotaryEmbedding {
     }
 
     /// `cos` and `sin` tables `[batch, 1, seq, head_dim]` for the given per-row positions
-    /// (`positions[b][t]`), in f32 on `device`.
-    pub fn tables(&self, positions: &[Vec<usize>], device: &Device) -> (Tensor<4>, Tensor<4>) {
+    /// (`positions[b][t]`), computed in f64 on the host and uploaded in `dtype` (f64 for an f64
+    /// model, else f32) on `device`.
+    pub fn tables(
+        &self,
+        positions: &[Vec<usize>],
+        device: &Device,
+        dtype: DType,
+    ) -> (Tensor<4>, Tensor<4>) {
         let batch = positions.len();
         let seq = positions.first().map_or(0, Vec::len);
         let half = self.inv_freq.len();
@@ -69,18 +75,23 @@ impl RotaryEmbedding {
                 let start = cos.len();
                 for f in &self.inv_freq {
                     let angle = p as f64 * f;
-                    cos.push(angle.cos() as f32);
-                    sin.push(angle.sin() as f32);
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
                 }
                 cos.extend_from_within(start..start + half);
                 sin.extend_from_within(start..start + half);
             }
         }
         let shape = [batch, 1, seq, head_dim];
-        (
-            Tensor::from_data(TensorData::new(cos, shape), device),
-            Tensor::from_data(TensorData::new(sin, shape), device),
-        )
+        let upload = |values: Vec<f64>| -> Tensor<4> {
+            if dtype == DType::F64 {
+                Tensor::from_data(TensorData::new(values, shape), (device, DType::F64))
+            } else {
+                let values: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
+                Tensor::from_data(TensorData::new(values, shape), (device, DType::F32))
+            }
+        };
+        (upload(cos), upload(sin))
     }
 }
 

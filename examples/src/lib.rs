@@ -215,25 +215,12 @@ pub fn prompt_text(
 /// An unknown dtype, or any loading error (with the directory named).
 pub fn load_pretrained(model: &str, dtype: &str) -> anyhow::Result<(em_models::Pretrained, f64)> {
     use anyhow::Context;
-    let dtype = parse_dtype(dtype).map_err(anyhow::Error::msg)?;
+    let dtype = em_models::parse_dtype(dtype)?;
     let started = Instant::now();
     let pretrained =
         em_models::from_pretrained(model, &device(), &em_models::LoadOptions { dtype })
             .with_context(|| format!("loading {model}"))?;
     Ok((pretrained, started.elapsed().as_secs_f64()))
-}
-
-/// Parses a weight dtype name: `f32`, `bf16` or `f16`.
-///
-/// # Errors
-/// Any other name.
-pub fn parse_dtype(name: &str) -> Result<burn::tensor::DType, String> {
-    match name {
-        "f32" => Ok(burn::tensor::DType::F32),
-        "bf16" => Ok(burn::tensor::DType::BF16),
-        "f16" => Ok(burn::tensor::DType::F16),
-        other => Err(format!("dtype {other}: expected f32, bf16 or f16")),
-    }
 }
 
 /// One generation run of [`compare_em_inf`], timed.
@@ -437,7 +424,15 @@ mod tests {
 
     #[test]
     fn dtype_names_parse() {
-        assert_eq!(parse_dtype("bf16"), Ok(burn::tensor::DType::BF16));
-        assert!(parse_dtype("f8").unwrap_err().contains("f8"));
+        assert_eq!(
+            em_models::parse_dtype("bf16").unwrap(),
+            burn::tensor::DType::BF16
+        );
+        assert!(
+            em_models::parse_dtype("f8")
+                .unwrap_err()
+                .to_string()
+                .contains("f8")
+        );
     }
 }

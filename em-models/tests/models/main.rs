@@ -11,5 +11,7 @@ mod golden;
 mod load_errors;
 mod real;
 mod rope;
+#[cfg(feature = "flex")]
+mod save;
 mod structure;
 mod tokenizer;

@@ -29,7 +29,7 @@ fn rope_matches_reference_twin(b: &TestBackend) {
             &b.device,
         )
         .swap_dims(1, 2);
-        let (cos, sin) = rope.tables(&positions, &b.device);
+        let (cos, sin) = rope.tables(&positions, &b.device, burn::tensor::DType::F32);
         let got: Vec<f32> = apply_rope(t, &cos, &sin)
             .swap_dims(1, 2)
             .into_data()

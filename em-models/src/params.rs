@@ -1,0 +1,87 @@
+//! The model's parameters under their Hugging Face names (`model.layers.3.mlp.up_proj.weight`),
+//! found by walking the module tree (struct fields are named as the checkpoint keys), with what
+//! it takes to move between burn's layout and HF's: saving, optimiser state keyed by name, and
+//! gradients reported by name all use this one walk.
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
+
+/// One parameter.
+#[derive(Debug, Clone)]
+pub struct NamedParam {
+    /// The HF checkpoint key.
+    pub name: String,
+    /// burn's id of the parameter (stable while the model is in memory; not across loads).
+    pub id: ParamId,
+    /// The parameter flattened (a handle to the same data, not a copy).
+    pub flat: Tensor<1>,
+    /// Its shape in burn's layout.
+    pub shape: Vec<usize>,
+    /// Whether burn stores it transposed relative to HF: a `Linear` weight is `[in, out]` in
+    /// burn and `[out, in]` in HF.
+    pub transposed: bool,
+}
+
+impl NamedParam {
+    /// The shape in HF's layout.
+    pub fn hf_shape(&self) -> Vec<usize> {
+        let mut shape = self.shape.clone();
+        if self.transposed {
+            shape.reverse();
+        }
+        shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Every float parameter of `module`, in module order, named by its field path.
+pub fn named_params<M: Module>(module: &M) -> Vec<NamedParam> {
+    let mut walk = Walk::default();
+    module.visit(&mut walk);
+    walk.out
+}
+
+#[derive(Default)]
+struct Walk {
+    path: Vec<(String, String)>,
+    out: Vec<NamedParam>,
+}
+
+impl ModuleVisitor for Walk {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let name = self
+            .path
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(".");
+        let transposed = D == 2
+            && self
+                .path
+                .last()
+                .is_some_and(|(n, container)| n == "weight" && container == "Struct:Linear");
+        let tensor = param.val();
+        let shape = tensor.dims().to_vec();
+        let numel: usize = shape.iter().product();
+        self.out.push(NamedParam {
+            name,
+            id: param.id,
+            flat: tensor.reshape([numel]),
+            shape,
+            transposed,
+        });
+    }
+}
