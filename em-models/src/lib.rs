@@ -30,6 +30,7 @@
 //! | [`generation`] | [`GenerationConfig`]: `generation_config.json` (special ids, sampling defaults) |
 //! | [`params`] | [`named_params`]: every parameter under its HF name, with its layout |
 //! | [`save`] | [`Qwen2ForCausalLM::save_pretrained`]: HF layout, sharding, atomic |
+//! | [`train`] | training forward without a cache ([`BatchLayout`]), the chunked head + loss ([`HeadStats`]) |
 //! | [`tokenizer`] | [`Tokenizer`]: `tokenizer.json`, chat template, EOS/pad ids |
 //! | [`error`] | [`ModelError`], every variant naming the file/key/tensor at fault |
 //!
@@ -48,6 +49,7 @@ pub mod params;
 pub mod rope;
 pub mod save;
 pub mod tokenizer;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -60,9 +62,10 @@ pub use error::{ModelError, Result};
 pub use generation::GenerationConfig;
 pub use loader::{Checkpoint, FLOAT_DTYPES, LoadOptions, parse_dtype};
 pub use model::{LlamaForCausalLM, Logits, Qwen2ForCausalLM};
-pub use params::{NamedParam, named_params};
+pub use params::{NamedParam, named_grads, named_params};
 pub use save::{SaveOptions, parse_size};
 pub use tokenizer::{Message, Tokenizer};
+pub use train::{BatchLayout, HeadLoss, HeadOptions, HeadStats, response_positions};
 
 /// What generation and training need from a causal language model.
 pub trait CausalLm {

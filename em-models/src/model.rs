@@ -79,12 +79,13 @@ pub(crate) struct LayerInputs {
 }
 
 impl Attention {
+    /// With `cache`, the new keys/values are appended to layer `layer` of it and attention runs
+    /// over everything cached; without (training), over this call's positions only.
     fn forward(
         &self,
         x: Tensor<3>,
         inputs: &LayerInputs,
-        cache: &mut KvCache,
-        layer: usize,
+        cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let heads =
@@ -94,7 +95,10 @@ impl Attention {
         let v = heads(self.v_proj.forward(x), self.num_kv_heads);
         let q = apply_rope(q, &inputs.cos, &inputs.sin);
         let k = apply_rope(k, &inputs.cos, &inputs.sin);
-        let (k, v) = cache.append(layer, k, v);
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v),
+            None => (k, v),
+        };
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let total = k.dims()[2];
         let mask = inputs
@@ -160,19 +164,15 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn forward(
+    pub(crate) fn forward(
         &self,
         x: Tensor<3>,
         inputs: &LayerInputs,
-        cache: &mut KvCache,
-        layer: usize,
+        cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
-        let h = self.self_attn.forward(
-            self.input_layernorm.forward(x.clone()),
-            inputs,
-            cache,
-            layer,
-        );
+        let h = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), inputs, cache);
         let x = x + h;
         let h = self
             .mlp
@@ -283,7 +283,7 @@ impl Qwen2ForCausalLM {
 
         let mut x = self.model.embed_tokens.forward(ids);
         for (index, layer) in self.model.layers.iter().enumerate() {
-            x = layer.forward(x, &inputs, cache, index);
+            x = layer.forward(x, &inputs, Some((&mut *cache, index)));
         }
         cache.advance(seq);
         if logits == Logits::Last {

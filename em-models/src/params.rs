@@ -4,7 +4,7 @@
 //! gradients reported by name all use this one walk.
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::tensor::Tensor;
+use burn::tensor::{Gradients, Tensor};
 
 /// One parameter.
 #[derive(Debug, Clone)]
@@ -20,6 +20,9 @@ pub struct NamedParam {
     /// Whether burn stores it transposed relative to HF: a `Linear` weight is `[in, out]` in
     /// burn and `[out, in]` in HF.
     pub transposed: bool,
+    /// Its gradient, flattened, when the walk was given [`Gradients`] that hold one
+    /// ([`named_grads`]).
+    pub grad: Option<Tensor<1>>,
 }
 
 impl NamedParam {
@@ -40,18 +43,34 @@ impl NamedParam {
 
 /// Every float parameter of `module`, in module order, named by its field path.
 pub fn named_params<M: Module>(module: &M) -> Vec<NamedParam> {
-    let mut walk = Walk::default();
+    let mut walk = Walk {
+        path: Vec::new(),
+        out: Vec::new(),
+        grads: None,
+    };
     module.visit(&mut walk);
     walk.out
 }
 
-#[derive(Default)]
-struct Walk {
-    path: Vec<(String, String)>,
-    out: Vec<NamedParam>,
+/// [`named_params`] with each parameter's gradient from `grads` ([`NamedParam::grad`], `None`
+/// for a parameter the loss does not depend on or that is not tracked).
+pub fn named_grads<M: Module>(module: &M, grads: &Gradients) -> Vec<NamedParam> {
+    let mut walk = Walk {
+        path: Vec::new(),
+        out: Vec::new(),
+        grads: Some(grads),
+    };
+    module.visit(&mut walk);
+    walk.out
 }
 
-impl ModuleVisitor for Walk {
+struct Walk<'g> {
+    path: Vec<(String, String)>,
+    out: Vec<NamedParam>,
+    grads: Option<&'g Gradients>,
+}
+
+impl ModuleVisitor for Walk<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path
             .push((name.to_string(), container_type.to_string()));
@@ -76,12 +95,17 @@ impl ModuleVisitor for Walk {
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
         let numel: usize = shape.iter().product();
+        let grad = self
+            .grads
+            .and_then(|grads| tensor.grad(grads))
+            .map(|g| g.reshape([numel]));
         self.out.push(NamedParam {
             name,
             id: param.id,
             flat: tensor.reshape([numel]),
             shape,
             transposed,
+            grad,
         });
     }
 }

@@ -15,3 +15,4 @@ mod rope;
 mod save;
 mod structure;
 mod tokenizer;
+mod train;
