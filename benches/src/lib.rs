@@ -30,22 +30,19 @@ pub fn random_logits(rows: usize, vocab: usize, seed: u64, device: &Device) -> T
     Tensor::from_data(TensorData::new(values, [rows, vocab]), device)
 }
 
-/// The tiny committed Qwen2 fixture on every compiled backend, named.
+/// em-models' tiny seeded Qwen2 (`em_models::testing`, tied head, f32) on every compiled
+/// backend, named.
 ///
 /// # Panics
-/// If the fixture does not load (a bench without its model should stop loudly).
+/// If the model cannot be built (a bench without its model should stop loudly).
 #[allow(clippy::unwrap_used)]
 pub fn tiny_models() -> Vec<(&'static str, em_models::Qwen2ForCausalLM)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../em-models/tests/fixtures/qwen2-tied");
+    use em_models::testing::{Tiny, tiny_model};
     backends()
         .into_iter()
         .map(|(name, device)| {
-            let options = em_models::LoadOptions::default();
-            (
-                name,
-                em_models::Qwen2ForCausalLM::from_dir(&dir, &device, &options).unwrap(),
-            )
+            let model = tiny_model(Tiny::Qwen2Tied, &device, burn::tensor::DType::F32, 3);
+            (name, model.unwrap())
         })
         .collect()
 }

@@ -1,4 +1,4 @@
-//! The runner on em-models' tiny fixture: records as it goes, resume after an interruption
+//! The runner on em-models' tiny seeded model (`em_models::testing`): records as it goes, resume after an interruption
 //! (and after a half-written line, as a kill leaves it) gives the uninterrupted run's report,
 //! grading of existing outputs, strategies, and the report files.
 #![allow(clippy::unwrap_used)]
@@ -11,15 +11,17 @@ use em_eval::records::{read_records, records_path};
 use em_eval::{EvalError, evaluate};
 use em_eval::{EvalOptions, EvalRecord, Strategy, grade_outputs};
 use em_infer::Generator;
-use em_models::{CausalLm, LoadOptions, Qwen2ForCausalLM, Tokenizer};
+use em_models::{Qwen2ForCausalLM, Tokenizer};
 
+/// em-models' tiny seeded Qwen2 and its tokenizer.
 fn tiny() -> (Qwen2ForCausalLM, Tokenizer) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../em-models/tests/fixtures/qwen2-tied");
-    let device = Device::default();
-    let model = Qwen2ForCausalLM::from_dir(&dir, &device, &LoadOptions::default()).unwrap();
-    let tok = Tokenizer::from_dir(&dir, Some(model.vocab_size())).unwrap();
-    (model, tok)
+    let tiny = em_models::testing::tiny_pretrained(
+        em_models::testing::Tiny::Qwen2Tied,
+        &Device::default(),
+        3,
+    )
+    .unwrap();
+    (tiny.pretrained.model, tiny.pretrained.tokenizer)
 }
 
 fn options(out: &std::path::Path) -> EvalOptions {

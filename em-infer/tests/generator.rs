@@ -1,4 +1,4 @@
-//! The generator on em-models' tiny seeded Qwen2 fixture, on every compiled backend: greedy
+//! The generator on em-models' tiny seeded Qwen2 (`em_models::testing`), on every compiled backend: greedy
 //! decoding against a cache-free argmax loop, batching and row dropping against each prompt
 //! alone, seeded reproducibility, stopping rules, streaming, EM-INF's argmax invariance and the
 //! typed errors.
@@ -12,16 +12,13 @@ use em_infer::{
     EmInfConfig, EmInfProcessor, GenerateConfig, Generation, Generator, InferError, ProcessorChain,
     Sampling, StepContext, StopReason, TokenEvent, refine, self_consistency, strategies,
 };
-use em_models::{CausalLm, LoadOptions, Logits, Qwen2ForCausalLM, Tokenizer};
+use em_models::testing::Tiny;
+use em_models::{Logits, Qwen2ForCausalLM, Tokenizer};
 
-fn fixture() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../em-models/tests/fixtures/qwen2-tied")
-}
-
+/// em-models' tiny seeded Qwen2 (tied head) and its tokenizer.
 fn load(device: &Device) -> (Qwen2ForCausalLM, Tokenizer) {
-    let model = Qwen2ForCausalLM::from_dir(fixture(), device, &LoadOptions::default()).unwrap();
-    let tokenizer = Tokenizer::from_dir(fixture(), Some(model.vocab_size())).unwrap();
-    (model, tokenizer)
+    let tiny = em_models::testing::tiny_pretrained(Tiny::Qwen2Tied, device, 3).unwrap();
+    (tiny.pretrained.model, tiny.pretrained.tokenizer)
 }
 
 const PROMPTS: [&[u32]; 3] = [

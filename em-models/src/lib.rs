@@ -31,6 +31,7 @@
 //! | [`params`] | [`named_params`]: every parameter under its HF name, with its layout |
 //! | [`save`] | [`Qwen2ForCausalLM::save_pretrained`]: HF layout, sharding, atomic |
 //! | [`train`] | training forward without a cache ([`BatchLayout`]), the chunked head + loss ([`HeadStats`]) |
+//! | [`testing`] | tiny seeded models and a tiny tokenizer for tests and benches |
 //! | [`tokenizer`] | [`Tokenizer`]: `tokenizer.json`, chat template, EOS/pad ids |
 //! | [`error`] | [`ModelError`], every variant naming the file/key/tensor at fault |
 //!
@@ -48,6 +49,7 @@ pub mod model;
 pub mod params;
 pub mod rope;
 pub mod save;
+pub mod testing;
 pub mod tokenizer;
 pub mod train;
 
@@ -62,10 +64,10 @@ pub use error::{ModelError, Result};
 pub use generation::GenerationConfig;
 pub use loader::{Checkpoint, FLOAT_DTYPES, LoadOptions, parse_dtype};
 pub use model::{LlamaForCausalLM, Logits, Qwen2ForCausalLM};
-pub use params::{NamedParam, named_grads, named_params};
+pub use params::{NamedParam, ParamGrads, named_grads, named_params};
 pub use save::{SaveOptions, parse_size};
 pub use tokenizer::{Message, Tokenizer};
-pub use train::{BatchLayout, HeadLoss, HeadOptions, HeadStats, response_positions};
+pub use train::{BatchLayout, HeadLoss, HeadOptions, HeadStats, TrainStep, response_positions};
 
 /// What generation and training need from a causal language model.
 pub trait CausalLm {

@@ -3,6 +3,8 @@
 //! it takes to move between burn's layout and HF's: saving, optimiser state keyed by name, and
 //! gradients reported by name all use this one walk.
 
+use std::collections::HashMap;
+
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
@@ -107,5 +109,64 @@ impl ModuleVisitor for Walk<'_> {
             transposed,
             grad,
         });
+    }
+}
+
+/// Gradients summed per parameter over any number of backward passes (a layer-by-layer
+/// backward makes one per layer), keyed by [`ParamId`], each flattened.
+#[derive(Debug, Default, Clone)]
+pub struct ParamGrads {
+    map: HashMap<ParamId, Tensor<1>>,
+}
+
+impl ParamGrads {
+    /// No gradients.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the gradients `grads` holds for `module`'s parameters (any sub-module of the model).
+    pub fn accumulate<M: Module>(&mut self, module: &M, grads: &Gradients) {
+        for p in named_grads(module, grads) {
+            if let Some(g) = p.grad {
+                self.add(p.id, g);
+            }
+        }
+    }
+
+    /// Adds `grad` (flattened, burn's layout) to parameter `id`'s gradient.
+    pub fn add(&mut self, id: ParamId, grad: Tensor<1>) {
+        let grad = grad.inner();
+        let sum = match self.map.remove(&id) {
+            Some(previous) => previous + grad,
+            None => grad,
+        };
+        self.map.insert(id, sum);
+    }
+
+    /// The gradient of one parameter (flattened, burn's layout), if it has one.
+    pub fn get(&self, id: &ParamId) -> Option<&Tensor<1>> {
+        self.map.get(id)
+    }
+
+    /// Number of parameters with a gradient.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no parameter has a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// `module`'s parameters with these gradients attached ([`NamedParam::grad`]).
+    pub fn named<M: Module>(&self, module: &M) -> Vec<NamedParam> {
+        named_params(module)
+            .into_iter()
+            .map(|mut p| {
+                p.grad = self.map.get(&p.id).cloned();
+                p
+            })
+            .collect()
     }
 }

@@ -26,7 +26,10 @@ use burn::tensor::{DType, Gradients, IndexingUpdateOp, Int, Tensor, TensorData};
 use em_core::{SoftmaxEntropy, softmax_entropy};
 
 use crate::error::{ModelError, Result};
+use burn::module::Module;
+
 use crate::model::{LayerInputs, Qwen2ForCausalLM};
+use crate::params::ParamGrads;
 use crate::rope::RotaryEmbedding;
 
 /// Where each row's real tokens are in a padded `[batch, seq]` batch: row `b` holds them at
@@ -131,6 +134,19 @@ pub struct HeadLoss {
     pub grads: Gradients,
 }
 
+/// What [`Qwen2ForCausalLM::loss_and_grads`] returns.
+#[derive(Debug)]
+pub struct TrainStep {
+    /// The loss's value.
+    pub value: f64,
+    /// Per-position log-probs (`[batch][seq]`, 0 outside the positions asked for).
+    pub log_probs: Vec<Vec<f64>>,
+    /// Per-position entropies, as [`TrainStep::log_probs`].
+    pub entropy: Vec<Vec<f64>>,
+    /// The gradient of every parameter the loss depends on.
+    pub grads: ParamGrads,
+}
+
 impl std::fmt::Debug for HeadLoss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeadLoss")
@@ -197,6 +213,16 @@ impl Qwen2ForCausalLM {
     /// [`ModelError::Batch`] when the layout does not fit `ids`;
     /// [`ModelError::ContextOverflow`] for a row longer than `max_position_embeddings`.
     pub fn forward_hidden(&self, ids: Tensor<2, Int>, layout: &BatchLayout) -> Result<Tensor<3>> {
+        let inputs = self.layer_inputs(&ids, layout)?;
+        let mut x = self.model.embed_tokens.forward(ids);
+        for layer in &self.model.layers {
+            x = layer.forward(x, &inputs, None);
+        }
+        Ok(self.model.norm.forward(x))
+    }
+
+    /// RoPE tables and the attention mask of a padded batch (constants: never recorded).
+    fn layer_inputs(&self, ids: &Tensor<2, Int>, layout: &BatchLayout) -> Result<LayerInputs> {
         let [batch, seq] = ids.dims();
         layout.check(batch, seq, self.max_position_embeddings)?;
         let device = ids.device();
@@ -209,12 +235,99 @@ impl Qwen2ForCausalLM {
         let (cos, sin) = rope.tables(&positions, &device, self.compute_dtype());
         let padded = layout.spans.iter().any(|s| s.start > 0 || s.end < seq);
         let mask = padded.then(|| span_mask(&layout.spans, seq, &device));
-        let inputs = LayerInputs { cos, sin, mask };
-        let mut x = self.model.embed_tokens.forward(ids);
-        for layer in &self.model.layers {
+        Ok(LayerInputs {
+            cos: cos.inner(),
+            sin: sin.inner(),
+            mask: mask.map(Tensor::inner),
+        })
+    }
+
+    /// One training step's forward and backward with activation memory linear in `seq`: the
+    /// loss of [`Qwen2ForCausalLM::head_loss`] over `ids` laid out by `layout`, and its
+    /// gradients for every parameter, recomputing each decoder layer from its saved input in
+    /// the backward (per-layer activation checkpointing).
+    ///
+    /// The forward runs on an inference view and keeps only each layer's input
+    /// (`layers × batch × seq × hidden`); the backward runs the head (chunked), then each layer
+    /// again with autodiff from its saved input, back-propagates the incoming gradient through
+    /// it alone, and drops its graph before the next, so at most one layer's attention
+    /// (`[batch, heads, seq, seq]` under burn's autodiff) exists at a time. The gradients equal
+    /// those of one backward through [`Qwen2ForCausalLM::forward_hidden`] +
+    /// [`Qwen2ForCausalLM::head_loss`] (tested to 1e-10 in f64).
+    ///
+    /// The model must be trainable (`model.train()`, or built on an autodiff device).
+    ///
+    /// # Errors
+    /// As [`Qwen2ForCausalLM::forward_hidden`] and [`Qwen2ForCausalLM::head_loss`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_and_grads(
+        &self,
+        ids: Tensor<2, Int>,
+        layout: &BatchLayout,
+        next_ids: &[Vec<u32>],
+        positions: &[Range<usize>],
+        options: &HeadOptions,
+        loss: impl FnOnce(&HeadStats) -> Tensor<1>,
+    ) -> Result<TrainStep> {
+        let ids = ids.inner();
+        let inputs = self.layer_inputs(&ids, layout)?;
+        check_options(options)?;
+        let [batch, seq] = ids.dims();
+        let sel = Selection::new(batch, seq, next_ids, positions)?;
+        let plain = self.valid();
+        let mut saved = Vec::with_capacity(self.num_layers());
+        let mut x = plain.model.embed_tokens.forward(ids.clone());
+        for layer in &plain.model.layers {
+            saved.push(x.clone());
             x = layer.forward(x, &inputs, None);
         }
-        Ok(self.model.norm.forward(x))
+
+        // The head: statistics of the final hidden states, the loss's derivatives, then
+        // ∂L/∂W straight into the gradients and ∂L/∂hidden back through the final norm.
+        let hidden = plain.model.norm.forward(x.clone());
+        drop(plain);
+        let stats = self.stats_of(hidden.clone(), &sel, options, true)?;
+        let d = derivatives(stats, seq, loss)?;
+        let (d_lp, d_h) = (
+            host_f64(d.d_log_probs.inner())?,
+            host_f64(d.d_entropy.inner())?,
+        );
+        let (grad_hidden, grad_head) = self.head_grads(hidden, &sel, options, &d_lp, &d_h);
+        let mut grads = ParamGrads::new();
+        let head_id = match &self.lm_head {
+            Some(lm_head) => lm_head.weight.id,
+            None => self.model.embed_tokens.weight.id,
+        };
+        let numel = grad_head.dims().iter().product::<usize>();
+        grads.add(head_id, grad_head.reshape([numel]));
+        let top = x.autodiff().require_grad();
+        let normed = self.model.norm.forward(top.clone());
+        let width = normed.dims()[2];
+        let norm_grads = (normed.reshape([batch * seq, width]) * grad_hidden)
+            .sum()
+            .backward();
+        grads.accumulate(&self.model.norm, &norm_grads);
+        let mut upstream = top.grad(&norm_grads).map(Tensor::inner);
+        drop(norm_grads);
+        for (layer, input) in self.model.layers.iter().zip(saved).rev() {
+            let Some(g) = upstream.take() else { break };
+            let input = input.autodiff().require_grad();
+            let out = layer.forward(input.clone(), &inputs, None);
+            let layer_grads = (out * g).sum().backward();
+            grads.accumulate(layer, &layer_grads);
+            upstream = input.grad(&layer_grads).map(Tensor::inner);
+        }
+        if let Some(g) = upstream {
+            let embedded = self.model.embed_tokens.forward(ids);
+            let embed_grads = (embedded * g).sum().backward();
+            grads.accumulate(&self.model.embed_tokens, &embed_grads);
+        }
+        Ok(TrainStep {
+            value: d.value,
+            log_probs: d.log_probs,
+            entropy: d.entropy,
+            grads,
+        })
     }
 
     /// The head's statistics at the given positions, computed `options.chunk` positions at a
@@ -238,17 +351,30 @@ impl Qwen2ForCausalLM {
         options: &HeadOptions,
     ) -> Result<HeadStats> {
         check_options(options)?;
-        let [batch, seq, width] = hidden.dims();
+        let [batch, seq, _] = hidden.dims();
         let sel = Selection::new(batch, seq, next_ids, positions)?;
-        let tracked = hidden.is_autodiff();
+        let leaves = hidden.is_autodiff();
+        self.stats_of(hidden.inner(), &sel, options, leaves)
+    }
+
+    /// [`Qwen2ForCausalLM::head_stats`] of untracked hidden states; `leaves` makes the log-probs
+    /// and entropies autodiff leaves that require gradients.
+    fn stats_of(
+        &self,
+        hidden: Tensor<3>,
+        sel: &Selection,
+        options: &HeadOptions,
+        leaves: bool,
+    ) -> Result<HeadStats> {
+        let [batch, seq, width] = hidden.dims();
         let device = hidden.device();
-        let flat = hidden.inner().reshape([batch * seq, width]);
+        let flat = hidden.reshape([batch * seq, width]);
         let compute = self.compute_dtype();
         let mut log_probs = vec![0.0f64; batch * seq];
         let mut entropy = vec![0.0f64; batch * seq];
         let mut mask = vec![0.0f64; batch * seq];
         for range in sel.chunks(options.chunk) {
-            let chunk = self.chunk_softmax(&flat, &sel, range.clone(), options);
+            let chunk = self.chunk_softmax(&flat, sel, range.clone(), options);
             let picked = chunk.parts.log_probs.gather(1, chunk.targets);
             let lp = host_f64(picked)?;
             let h = host_f64(chunk.parts.entropy)?;
@@ -260,12 +386,8 @@ impl Qwen2ForCausalLM {
             }
         }
         let upload = |values: Vec<f64>, leaf: bool| -> Tensor<2> {
-            let t = Tensor::<2>::from_data(
-                TensorData::new(values, [batch, seq]),
-                (&device, DType::F64),
-            )
-            .cast(compute);
-            match (tracked, leaf) {
+            let t = host_tensor(values, [batch, seq], &device, compute);
+            match (leaves, leaf) {
                 (true, true) => t.autodiff().require_grad(),
                 (true, false) => t.autodiff(),
                 _ => t,
@@ -298,36 +420,51 @@ impl Qwen2ForCausalLM {
         check_options(options)?;
         let [batch, seq, width] = hidden.dims();
         let sel = Selection::new(batch, seq, next_ids, positions)?;
-        let weight_dtype = self.dtype();
-        let compute = self.compute_dtype();
         let d_lp = host_f64(d_log_probs.inner())?;
         let d_h = host_f64(d_entropy.inner())?;
-        let flat = hidden.clone().inner().reshape([batch * seq, width]);
+        let (grad_hidden, grad_head) =
+            self.head_grads(hidden.clone().inner(), &sel, options, &d_lp, &d_h);
+        let body = (hidden.reshape([batch * seq, width]) * grad_hidden).sum();
+        let head_term = (self.head_weight() * grad_head).sum();
+        Ok(body + head_term)
+    }
+
+    /// `∂L/∂hidden` (`[batch·seq, hidden]`) and `∂L/∂W` of the head weight as stored, from the
+    /// loss's derivatives with respect to the per-position log-probs and entropies (host,
+    /// `[batch·seq]`), recomputing each chunk's logits.
+    fn head_grads(
+        &self,
+        hidden: Tensor<3>,
+        sel: &Selection,
+        options: &HeadOptions,
+        d_lp: &[f64],
+        d_h: &[f64],
+    ) -> (Tensor<2>, Tensor<2>) {
+        let [batch, seq, width] = hidden.dims();
+        let weight_dtype = self.dtype();
+        let compute = self.compute_dtype();
+        let flat = hidden.reshape([batch * seq, width]);
+        let device = flat.device();
         let head = self.head_weight().inner();
-        let mut grad_hidden =
-            Tensor::<2>::zeros([batch * seq, width], (&flat.device(), weight_dtype));
-        let mut grad_head = Tensor::<2>::zeros(head.dims(), (&flat.device(), weight_dtype));
+        let mut grad_hidden = Tensor::<2>::zeros([batch * seq, width], (&device, weight_dtype));
+        let mut grad_head = Tensor::<2>::zeros(head.dims(), (&device, weight_dtype));
         let inv_t = 1.0 / options.temperature;
         for range in sel.chunks(options.chunk) {
             let n = range.len();
-            let chunk = self.chunk_softmax(&flat, &sel, range.clone(), options);
+            let chunk = self.chunk_softmax(&flat, sel, range.clone(), options);
             let coefficient = |d: &[f64]| {
                 let values: Vec<f64> = sel.rows[range.clone()]
                     .iter()
                     .map(|&r| d[r as usize] * inv_t)
                     .collect();
-                Tensor::<2>::from_data(
-                    TensorData::new(values, [n, 1]),
-                    (&flat.device(), DType::F64),
-                )
-                .cast(compute)
+                host_tensor(values, [n, 1], &device, compute)
             };
-            let (c_lp, c_h) = (coefficient(&d_lp), coefficient(&d_h));
+            let (c_lp, c_h) = (coefficient(d_lp), coefficient(d_h));
             // ∂L/∂z = c_lp·(onehot − p) + c_h·∂H/∂z, already divided by T.
             let onehot_minus_p = chunk.parts.probs.clone().neg().scatter(
                 1,
                 chunk.targets.clone(),
-                Tensor::<2>::ones([n, 1], (&flat.device(), compute)),
+                Tensor::<2>::ones([n, 1], (&device, compute)),
                 IndexingUpdateOp::Add,
             );
             let d_logits =
@@ -349,9 +486,7 @@ impl Qwen2ForCausalLM {
                 grad_hidden.select_assign(0, chunk.rows, d_h_chunk, IndexingUpdateOp::Add);
             grad_head = grad_head + d_w;
         }
-        let body = (hidden.reshape([batch * seq, width]) * grad_hidden).sum();
-        let head_term = (self.head_weight() * grad_head).sum();
-        Ok(body + head_term)
+        (grad_hidden, grad_head)
     }
 
     /// Steps 1-3 of the [module docs](crate::train): computes [`HeadStats`] at `positions` of
@@ -375,30 +510,22 @@ impl Qwen2ForCausalLM {
                 "head_loss needs hidden states computed with autodiff (model.train())".into(),
             ));
         }
-        let [batch, seq, _] = hidden.dims();
+        let [_, seq, _] = hidden.dims();
         let stats = self.head_stats(hidden.clone(), next_ids, positions, options)?;
-        let value = loss(&stats);
-        let loss_value = host_f64(value.clone().inner())?
-            .first()
-            .copied()
-            .unwrap_or(f64::NAN);
-        let first = value.backward();
-        let zeros = || Tensor::<2>::zeros([batch, seq], (&stats.log_probs.device(), DType::F64));
-        let d_lp = stats.log_probs.grad(&first).unwrap_or_else(zeros);
-        let d_h = stats.entropy.grad(&first).unwrap_or_else(zeros);
-        let surrogate = self.head_surrogate(hidden, next_ids, positions, options, d_lp, d_h)?;
-        let grads = surrogate.backward();
-        let rows = |t: Tensor<2>| -> Result<Vec<Vec<f64>>> {
-            Ok(host_f64(t.inner())?
-                .chunks(seq.max(1))
-                .map(<[f64]>::to_vec)
-                .collect())
-        };
+        let d = derivatives(stats, seq, loss)?;
+        let surrogate = self.head_surrogate(
+            hidden,
+            next_ids,
+            positions,
+            options,
+            d.d_log_probs,
+            d.d_entropy,
+        )?;
         Ok(HeadLoss {
-            value: loss_value,
-            log_probs: rows(stats.log_probs)?,
-            entropy: rows(stats.entropy)?,
-            grads,
+            value: d.value,
+            log_probs: d.log_probs,
+            entropy: d.entropy,
+            grads: surrogate.backward(),
         })
     }
 
@@ -448,6 +575,52 @@ impl Qwen2ForCausalLM {
     }
 }
 
+/// A loss of [`HeadStats`], evaluated and differentiated with respect to them.
+struct Derivatives {
+    value: f64,
+    d_log_probs: Tensor<2>,
+    d_entropy: Tensor<2>,
+    log_probs: Vec<Vec<f64>>,
+    entropy: Vec<Vec<f64>>,
+}
+
+/// Step 2 of the [module docs](crate::train): the caller's loss of `stats` (whose log-probs
+/// and entropies are autodiff leaves), its value, and its derivatives with respect to them
+/// (zeros for a statistic the loss does not use).
+fn derivatives(
+    stats: HeadStats,
+    seq: usize,
+    loss: impl FnOnce(&HeadStats) -> Tensor<1>,
+) -> Result<Derivatives> {
+    let value = loss(&stats);
+    let loss_value = host_f64(value.clone().inner())?
+        .first()
+        .copied()
+        .unwrap_or(f64::NAN);
+    let grads = value.backward();
+    let zeros = || {
+        Tensor::<2>::zeros(
+            stats.log_probs.dims(),
+            (&stats.log_probs.device(), stats.log_probs.dtype()),
+        )
+    };
+    let d_log_probs = stats.log_probs.grad(&grads).unwrap_or_else(zeros);
+    let d_entropy = stats.entropy.grad(&grads).unwrap_or_else(zeros);
+    let rows = |t: Tensor<2>| -> Result<Vec<Vec<f64>>> {
+        Ok(host_f64(t.inner())?
+            .chunks(seq.max(1))
+            .map(<[f64]>::to_vec)
+            .collect())
+    };
+    Ok(Derivatives {
+        value: loss_value,
+        d_log_probs,
+        d_entropy,
+        log_probs: rows(stats.log_probs)?,
+        entropy: rows(stats.entropy)?,
+    })
+}
+
 /// One chunk of selected positions: their hidden states, flat row indices, next tokens and
 /// the softmax of their logits.
 struct Chunk {
@@ -474,6 +647,22 @@ fn check_options(options: &HeadOptions) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Host values as a tensor in the compute `dtype` (f32 or f64), built from data of that dtype
+/// (a backend without f64, such as wgpu on Metal, never sees one).
+fn host_tensor(
+    values: Vec<f64>,
+    shape: [usize; 2],
+    device: &burn::tensor::Device,
+    dtype: DType,
+) -> Tensor<2> {
+    if dtype == DType::F64 {
+        Tensor::from_data(TensorData::new(values, shape), (device, DType::F64))
+    } else {
+        let values: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
+        Tensor::from_data(TensorData::new(values, shape), (device, DType::F32))
+    }
 }
 
 fn host_f64<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>> {

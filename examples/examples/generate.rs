@@ -61,6 +61,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let (pretrained, load_s) = em_examples::load_pretrained(&args.model, &args.dtype)?;
+    let load_rss = em_examples::peak_rss().map_or(f64::NAN, |b| b as f64 / (1u64 << 30) as f64);
     let tok = &pretrained.tokenizer;
     let text = em_examples::prompt_text(tok, &args.prompt, args.chat, args.system.as_deref())?;
     let config = GenerateConfig {
@@ -90,7 +91,7 @@ fn main() -> Result<()> {
     let first_s = first.unwrap_or(total_s);
     println!();
     println!(
-        "\n[{}] load {load_s:.1} s | prefill {} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s | stop {:?}",
+        "\n[{}] load {load_s:.1} s (peak RSS {load_rss:.2} GiB) | prefill {} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s | stop {:?}",
         em_examples::backend_name(),
         out.prompt_tokens,
         out.prompt_tokens as f64 / first_s.max(1e-9),

@@ -7,21 +7,21 @@ use std::ops::Range;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use em_core::{token_entropy, token_log_probs};
-use em_models::{
-    BatchLayout, HeadOptions, HeadStats, ModelError, Qwen2Config, Qwen2ForCausalLM, named_grads,
-};
+use em_models::testing::{Tiny, tiny_model};
+use em_models::{BatchLayout, HeadOptions, HeadStats, ModelError, Qwen2ForCausalLM, named_grads};
 
 use crate::backend_tests;
 use crate::common::*;
 
-fn config(name: &str) -> Qwen2Config {
-    Qwen2Config::from_file(fixture(name).join("config.json")).unwrap()
-}
-
-/// A trainable model of fixture `name`'s shape with seeded weights.
+/// A trainable tiny model (`em_models::testing`) with seeded weights, built on the host (flex)
+/// and moved to `device`, so every backend gets the same weights.
 fn model(name: &str, device: &Device, dtype: DType) -> Qwen2ForCausalLM {
-    config(name)
-        .init(&Device::flex(), dtype, 11)
+    let kind = match name {
+        "qwen2-tied" => Tiny::Qwen2Tied,
+        "qwen2-untied" => Tiny::Qwen2Untied,
+        _ => Tiny::Llama,
+    };
+    tiny_model(kind, &Device::flex(), dtype, 11)
         .unwrap()
         .fork(device)
         .train()
@@ -458,4 +458,62 @@ fn bad_training_inputs_are_typed_errors() {
         ),
         Err(ModelError::Batch(_))
     ));
+}
+
+#[test]
+fn layer_checkpointed_step_equals_one_backward() {
+    let device = Device::flex();
+    let options = HeadOptions {
+        chunk: 4,
+        temperature: 1.0,
+    };
+    for name in FIXTURES {
+        let model = model(name, &device, DType::F64);
+        for left in [true, false] {
+            let b = batch(
+                vec![vec![5, 17, 42, 99, 7, 250, 3], vec![11, 200, 31, 8]],
+                left,
+                &[3, 1],
+            );
+            let w = weights(&b, &device, DType::F64);
+            let loss = |s: &HeadStats| {
+                loss_of(
+                    s.log_probs.clone(),
+                    s.entropy.clone(),
+                    s.mask.clone(),
+                    w.clone(),
+                )
+            };
+            let hidden = model.forward_hidden(ids(&b, &device), &b.layout).unwrap();
+            let whole = model
+                .head_loss(hidden, &b.next_ids, &b.positions, &options, loss)
+                .unwrap();
+            let expected = grads_of(&model, &whole.grads);
+            let step = model
+                .loss_and_grads(
+                    ids(&b, &device),
+                    &b.layout,
+                    &b.next_ids,
+                    &b.positions,
+                    &options,
+                    loss,
+                )
+                .unwrap();
+            assert!((step.value - whole.value).abs() < 1e-12, "{name}");
+            for (a, b) in step.entropy.iter().flatten().zip(whole.entropy.iter().flatten()) {
+                assert!((a - b).abs() < 1e-12, "{name}: entropy {a} vs {b}");
+            }
+            let got: Vec<(String, Vec<f64>)> = step
+                .grads
+                .named(&model)
+                .into_iter()
+                .map(|p| {
+                    let g = host(p.grad.clone().expect("every parameter has a gradient"));
+                    (p.name, g)
+                })
+                .collect();
+            let err = relative_error(&got, &expected);
+            assert!(err < 1e-10, "{name} left {left}: {err:e}");
+        }
+    }
 }
