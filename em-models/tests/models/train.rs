@@ -500,7 +500,12 @@ fn layer_checkpointed_step_equals_one_backward() {
                 )
                 .unwrap();
             assert!((step.value - whole.value).abs() < 1e-12, "{name}");
-            for (a, b) in step.entropy.iter().flatten().zip(whole.entropy.iter().flatten()) {
+            for (a, b) in step
+                .entropy
+                .iter()
+                .flatten()
+                .zip(whole.entropy.iter().flatten())
+            {
                 assert!((a - b).abs() < 1e-12, "{name}: entropy {a} vs {b}");
             }
             let got: Vec<(String, Vec<f64>)> = step
