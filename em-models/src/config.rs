@@ -182,10 +182,21 @@ impl Qwen2Config {
                 key,
             });
         }
-        let config: Self = serde_json::from_value(value).map_err(|source| ModelError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        // Keys present as `null` (HF writes e.g. `"rope_scaling": null`) are kept as such, so a
+        // save writes every key of the source back.
+        let nulls: Vec<String> = object
+            .iter()
+            .filter(|(_, v)| v.is_null())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut config: Self =
+            serde_json::from_value(value).map_err(|source| ModelError::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        for key in nulls {
+            config.extra.entry(key).or_insert(serde_json::Value::Null);
+        }
         config.validate(path)?;
         Ok(config)
     }
@@ -258,14 +269,24 @@ impl Qwen2Config {
     }
 
     /// The config as JSON text with `torch_dtype` set (every kept key included).
+    /// Known fields take precedence over a key of the same name in [`Qwen2Config::extra`] (a
+    /// source's `null` that was since given a value).
     pub fn to_json_with_dtype(&self, torch_dtype: &str) -> String {
         let mut config = self.clone();
-        config.extra.insert(
+        let extra = std::mem::take(&mut config.extra);
+        // Serialising plain data (strings, numbers, maps) cannot fail.
+        let mut map = match serde_json::to_value(&config) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        for (key, value) in extra {
+            map.entry(key).or_insert(value);
+        }
+        map.insert(
             "torch_dtype".into(),
             serde_json::Value::String(torch_dtype.into()),
         );
-        // Serialising plain data (strings, numbers, maps) cannot fail.
-        serde_json::to_string_pretty(&config).unwrap_or_default()
+        serde_json::to_string_pretty(&serde_json::Value::Object(map)).unwrap_or_default()
     }
 
     /// End-of-sequence ids from the config (may be empty).

@@ -57,6 +57,36 @@ pub fn golden() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fixture("golden.json")).unwrap()).unwrap()
 }
 
+/// Max |Δlogit| between `model` on the golden ids (every position) and fixture `name`'s logits
+/// from the numpy forward of `tests/fixtures/gen_fixtures.py`.
+pub fn numpy_logits_error(model: &Qwen2ForCausalLM, name: &str) -> f64 {
+    let golden = golden();
+    let ids: Vec<u32> = golden["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let device = model.device();
+    let mut cache = model.new_cache(1, 16);
+    let logits = model
+        .forward(
+            ids_tensor(std::slice::from_ref(&ids), &device),
+            &mut cache,
+            em_models::Logits::All,
+        )
+        .unwrap();
+    let (got, dims) = to_vec3(logits);
+    assert_eq!(dims, [1, ids.len(), 320], "{name}");
+    let expected: Vec<f64> = golden["models"][name]["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    max_abs_diff(&got, &expected)
+}
+
 pub fn load(name: &str, device: &Device) -> Qwen2ForCausalLM {
     Qwen2ForCausalLM::from_dir(fixture(name), device, &LoadOptions::default()).unwrap()
 }

@@ -269,30 +269,46 @@ impl ModuleMapper for Nudge {
     }
 }
 
+/// The losses the finite-difference test checks.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// EM-FT's: the token-mean entropy.
+    Entropy,
+    /// A policy-gradient-like one: the token-mean log-prob of the next tokens.
+    LogProb,
+    /// Both, with per-position weights ([`loss_of`]).
+    Mixed,
+}
+
+fn loss_value(kind: Loss, s: &HeadStats, w: &Tensor<2>) -> Tensor<1> {
+    let mean = |t: Tensor<2>| (t * s.mask.clone()).sum() / s.mask.clone().sum();
+    match kind {
+        Loss::Entropy => mean(s.entropy.clone()),
+        Loss::LogProb => mean(s.log_probs.clone()),
+        Loss::Mixed => loss_of(
+            s.log_probs.clone(),
+            s.entropy.clone(),
+            s.mask.clone(),
+            w.clone(),
+        ),
+    }
+}
+
 /// The loss value alone (no recording).
-fn value(model: &Qwen2ForCausalLM, b: &Batch, options: &HeadOptions, entropy_only: bool) -> f64 {
+fn value(model: &Qwen2ForCausalLM, b: &Batch, options: &HeadOptions, kind: Loss) -> f64 {
     let device = model.device();
     let hidden = model.forward_hidden(ids(b, &device), &b.layout).unwrap();
     let s = model
         .head_stats(hidden, &b.next_ids, &b.positions, options)
         .unwrap();
-    let loss = if entropy_only {
-        (s.entropy * s.mask.clone()).sum() / s.mask.sum()
-    } else {
-        loss_of(
-            s.log_probs,
-            s.entropy,
-            s.mask,
-            weights(b, &device, DType::F64),
-        )
-    };
-    host(loss)[0]
+    host(loss_value(kind, &s, &weights(b, &device, DType::F64)))[0]
 }
 
 #[test]
 fn f64_gradients_equal_central_finite_differences() {
     // Through everything: embedding, RMSNorm, q/k/v with biases, RoPE, GQA, MLP, the head
-    // (tied and untied, Llama without biases), for EM-FT's entropy loss and the mixed loss.
+    // (tied and untied, Llama without biases), for EM-FT's entropy loss, a log-prob loss and
+    // a weighted mix of both.
     let device = Device::flex();
     let options = HeadOptions {
         chunk: 5,
@@ -306,32 +322,17 @@ fn f64_gradients_equal_central_finite_differences() {
             true,
             &[2, 1],
         );
-        for entropy_only in [true, false] {
+        for kind in [Loss::Entropy, Loss::LogProb, Loss::Mixed] {
             let hidden = trainable
                 .forward_hidden(ids(&b, &device), &b.layout)
                 .unwrap();
             let w = weights(&b, &device, DType::F64);
             let out = trainable
-                .head_loss(
-                    hidden,
-                    &b.next_ids,
-                    &b.positions,
-                    &options,
-                    |s: &HeadStats| {
-                        if entropy_only {
-                            (s.entropy.clone() * s.mask.clone()).sum() / s.mask.clone().sum()
-                        } else {
-                            loss_of(
-                                s.log_probs.clone(),
-                                s.entropy.clone(),
-                                s.mask.clone(),
-                                w.clone(),
-                            )
-                        }
-                    },
-                )
+                .head_loss(hidden, &b.next_ids, &b.positions, &options, |s| {
+                    loss_value(kind, s, &w)
+                })
                 .unwrap();
-            let base = value(&plain, &b, &options, entropy_only);
+            let base = value(&plain, &b, &options, kind);
             assert!((out.value - base).abs() < 1e-12, "{name}");
             for p in named_grads(&trainable, &out.grads) {
                 let n = p.numel();
@@ -344,14 +345,14 @@ fn f64_gradients_equal_central_finite_differences() {
                             index,
                             delta,
                         });
-                        value(&nudged, &b, &options, entropy_only)
+                        value(&nudged, &b, &options, kind)
                     };
                     let fd = (shifted(eps) - shifted(-eps)) / (2.0 * eps);
                     // f64 round-off of the loss (~1e-16 · |L| / eps) bounds the absolute floor.
                     let tolerance = 1e-6 * fd.abs() + 1e-9;
                     assert!(
                         (grad[index] - fd).abs() <= tolerance,
-                        "{name} {} [{index}]: autodiff {} vs finite differences {fd}",
+                        "{name} {kind:?} {} [{index}]: autodiff {} vs finite differences {fd}",
                         p.name,
                         grad[index]
                     );
