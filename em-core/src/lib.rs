@@ -71,4 +71,6 @@ pub use kl::{k3_kl, kl_divergence};
 pub use log_probs::{log_sum_exp, token_log_probs};
 pub use loss::{EntropyLoss, EntropyLossConfig};
 pub use reduce::{Reduction, masked_reduce};
-pub use softmax::{KeptEntropy, SoftmaxEntropy, kept_entropy, promote, softmax_entropy, sum_last};
+pub use softmax::{
+    KeptEntropy, SoftmaxEntropy, compute_dtype, kept_entropy, promote, softmax_entropy, sum_last,
+};

@@ -5,7 +5,7 @@
 //! subset ([`kept_entropy`]). em-core's own kernels, em-infer's EM-INF and sampler, and the
 //! trainers' losses use these; nothing outside em-core writes the entropy formula again.
 
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, Tensor};
 
 use crate::util::assert_vocab;
 
@@ -13,9 +13,21 @@ use crate::util::assert_vocab;
 /// kept as they are. Every em-core function computes in it; callers that prepare logits for
 /// em-core (em-infer's processors and sampler) use this rather than their own cast.
 pub fn promote<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
-    match tensor.dtype() {
-        DType::F16 | DType::BF16 | DType::Flex32 => tensor.cast(FloatDType::F32),
-        _ => tensor,
+    let target = compute_dtype(tensor.dtype());
+    if target == tensor.dtype() {
+        tensor
+    } else {
+        tensor.cast(target)
+    }
+}
+
+/// The compute dtype of [`promote`] for values stored in `dtype`: f32 for half precision (and
+/// flex32), the dtype itself otherwise. Models use it for what they compute beside the weights
+/// (norms, RoPE tables, logits).
+pub fn compute_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 | DType::Flex32 => DType::F32,
+        other => other,
     }
 }
 

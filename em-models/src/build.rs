@@ -82,6 +82,17 @@ impl WeightSource for Init {
     }
 }
 
+/// f64 host values as a tensor of `dtype` on `device`, built from host data of that dtype (a
+/// backend without f64, such as wgpu on Metal, never sees an f64 tensor unless asked for one).
+pub(crate) fn host_tensor<const D: usize>(
+    values: &[f64],
+    shape: [usize; D],
+    device: &Device,
+    dtype: DType,
+) -> Tensor<D> {
+    Tensor::from_data(host_data(values, &shape, dtype), (device, dtype))
+}
+
 /// f64 host values as data of `dtype` (one of the float dtypes).
 fn host_data(values: &[f64], shape: &[usize], dtype: DType) -> TensorData {
     fn typed<E: HostFloat>(values: &[f64], shape: &[usize]) -> TensorData {
@@ -226,16 +237,6 @@ pub(crate) fn build(
     })
 }
 
-/// The dtype norms (and softmax, RoPE tables, logits) compute in for weights of `dtype`: f64
-/// for an f64 model, else f32.
-pub(crate) fn norm_dtype(dtype: DType) -> DType {
-    if dtype == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    }
-}
-
 struct Builder<'a> {
     source: &'a mut dyn WeightSource,
     device: &'a Device,
@@ -284,7 +285,7 @@ impl Builder<'_> {
     }
 
     fn norm(&mut self, name: &str, size: usize, eps: f64) -> Result<RmsNorm> {
-        let dtype = norm_dtype(self.dtype);
+        let dtype = em_core::compute_dtype(self.dtype);
         Ok(RmsNorm {
             weight: Param::from_tensor(self.upload::<1>(name, [size], Role::Norm, dtype)?),
             eps,

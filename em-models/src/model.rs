@@ -2,6 +2,8 @@
 //! Hugging Face checkpoint keys (`model.layers.3.self_attn.q_proj.weight`), so loading needs no
 //! key remapping.
 
+use std::ops::Range;
+
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::silu;
@@ -226,7 +228,7 @@ impl Qwen2ForCausalLM {
 
     /// The dtype norms, RoPE tables and logits compute in: f64 for an f64 model, else f32.
     pub fn compute_dtype(&self) -> DType {
-        crate::build::norm_dtype(self.dtype())
+        em_core::compute_dtype(self.dtype())
     }
 
     /// Decoder layers.
@@ -264,22 +266,13 @@ impl Qwen2ForCausalLM {
         cache.check_room(batch, seq)?;
         let device = ids.device();
         let start = cache.len();
-        let padding = cache.left_padding().to_vec();
-        let positions: Vec<Vec<usize>> = padding
+        // A cached row's real tokens start after its left padding and run to the end.
+        let spans: Vec<Range<usize>> = cache
+            .left_padding()
             .iter()
-            .map(|&pad| {
-                (start..start + seq)
-                    .map(|i| i.saturating_sub(pad))
-                    .collect()
-            })
+            .map(|&pad| pad..start + seq)
             .collect();
-        let rope = RotaryEmbedding::from_inv_freq(self.inv_freq.clone());
-        let (cos, sin) = rope.tables(&positions, &device, self.compute_dtype());
-        let mask = padding
-            .iter()
-            .any(|&p| p > 0)
-            .then(|| padded_causal_mask(&padding, start, seq, &device));
-        let inputs = LayerInputs { cos, sin, mask };
+        let inputs = self.layer_inputs(&spans, start, seq, &device);
 
         let mut x = self.model.embed_tokens.forward(ids);
         for (index, layer) in self.model.layers.iter().enumerate() {
@@ -309,27 +302,51 @@ impl Qwen2ForCausalLM {
     }
 }
 
-/// `[batch, 1, seq, start + seq]`, true = masked: query at absolute slot `i` of row `b` sees key
-/// `j` iff `pad_b ≤ j ≤ i` (a padding query sees only itself, which keeps its softmax finite; its
-/// output is never used).
-pub(crate) fn padded_causal_mask(
-    padding: &[usize],
-    start: usize,
-    seq: usize,
-    device: &Device,
-) -> Tensor<4, Bool> {
+impl Qwen2ForCausalLM {
+    /// RoPE tables and the attention mask for `seq` new positions at absolute slots
+    /// `start..start + seq` of rows whose real tokens sit at `spans` (KV-cache decoding: after
+    /// the left padding; training: left or right padding). A token's position counts from its
+    /// row's first real token, so a padded row computes what it computes alone. One mechanism
+    /// for [`Qwen2ForCausalLM::forward`] and the training forward.
+    pub(crate) fn layer_inputs(
+        &self,
+        spans: &[Range<usize>],
+        start: usize,
+        seq: usize,
+        device: &Device,
+    ) -> LayerInputs {
+        let total = start + seq;
+        let positions: Vec<Vec<usize>> = spans
+            .iter()
+            .map(|span| {
+                (start..total)
+                    .map(|i| i.saturating_sub(span.start))
+                    .collect()
+            })
+            .collect();
+        let rope = RotaryEmbedding::from_inv_freq(self.inv_freq.clone());
+        let (cos, sin) = rope.tables(&positions, device, self.compute_dtype());
+        let padded = spans.iter().any(|s| s.start > 0 || s.end < total);
+        let mask = padded.then(|| span_mask(spans, start, seq, device));
+        LayerInputs { cos, sin, mask }
+    }
+}
+
+/// `[batch, 1, seq, start + seq]`, true = masked: in row `b` with real tokens at `spans[b]`,
+/// the query at absolute slot `i` sees key `j` iff `span.start ≤ j ≤ i` and `j < span.end`, or
+/// `j = i` (a padding query sees at least itself, which keeps its softmax finite; its output is
+/// never used).
+fn span_mask(spans: &[Range<usize>], start: usize, seq: usize, device: &Device) -> Tensor<4, Bool> {
     let total = start + seq;
-    let mut data = Vec::with_capacity(padding.len() * seq * total);
-    for &pad in padding {
-        for t in 0..seq {
-            let i = start + t;
-            data.extend((0..total).map(|j| !((j >= pad && j <= i) || j == i)));
+    let mut data = Vec::with_capacity(spans.len() * seq * total);
+    for span in spans {
+        for i in start..total {
+            data.extend(
+                (0..total).map(|j| !((j >= span.start && j <= i && j < span.end) || j == i)),
+            );
         }
     }
-    Tensor::from_data(
-        TensorData::new(data, [padding.len(), 1, seq, total]),
-        device,
-    )
+    Tensor::from_data(TensorData::new(data, [spans.len(), 1, seq, total]), device)
 }
 
 /// Checks the config's architecture-dependent flags (used by the loader).

@@ -4,8 +4,9 @@
 //! up to the model's full context keep full precision; [`reference_rope`] is the slow twin used
 //! by the tests.
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor};
 
+use crate::build::host_tensor;
 use crate::config::Qwen2Config;
 
 /// The inverse frequencies of one head, with Llama-3 scaling applied when configured.
@@ -83,15 +84,10 @@ impl RotaryEmbedding {
             }
         }
         let shape = [batch, 1, seq, head_dim];
-        let upload = |values: Vec<f64>| -> Tensor<4> {
-            if dtype == DType::F64 {
-                Tensor::from_data(TensorData::new(values, shape), (device, DType::F64))
-            } else {
-                let values: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
-                Tensor::from_data(TensorData::new(values, shape), (device, DType::F32))
-            }
-        };
-        (upload(cos), upload(sin))
+        (
+            host_tensor(&cos, shape, device, dtype),
+            host_tensor(&sin, shape, device, dtype),
+        )
     }
 }
 

@@ -116,33 +116,18 @@ struct LazyView {
 }
 
 impl LazyView {
+    /// The parameter in HF's layout and the saved dtype, as little-endian bytes: a `Linear`
+    /// weight is transposed back to `[out, in]` (the read-back copies it in that order).
     fn bytes(&self) -> Vec<u8> {
-        let data = self
-            .param
-            .flat
-            .clone()
-            .into_data()
-            .convert_dtype(self.dtype);
-        if self.param.transposed {
+        let flat = self.param.flat.clone();
+        let data = if self.param.transposed {
             let (rows, cols) = (self.param.shape[0], self.param.shape[1]);
-            transpose_bytes(data.as_bytes(), rows, cols, dtype_size(self.dtype))
+            flat.reshape([rows, cols]).transpose().into_data()
         } else {
-            data.into_bytes().to_vec()
-        }
+            flat.into_data()
+        };
+        data.convert_dtype(self.dtype).into_bytes().to_vec()
     }
-}
-
-/// `[rows, cols] → [cols, rows]` of row-major elements of `size` bytes.
-fn transpose_bytes(bytes: &[u8], rows: usize, cols: usize, size: usize) -> Vec<u8> {
-    let mut out = vec![0u8; bytes.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            let src = (r * cols + c) * size;
-            let dst = (c * rows + r) * size;
-            out[dst..dst + size].copy_from_slice(&bytes[src..src + size]);
-        }
-    }
-    out
 }
 
 impl View for LazyView {

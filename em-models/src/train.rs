@@ -22,15 +22,15 @@
 
 use std::ops::Range;
 
-use burn::tensor::{DType, Gradients, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Gradients, IndexingUpdateOp, Int, Tensor, TensorData};
 use em_core::{SoftmaxEntropy, softmax_entropy};
 
+use crate::build::host_tensor;
 use crate::error::{ModelError, Result};
 use burn::module::Module;
 
 use crate::model::{LayerInputs, Qwen2ForCausalLM};
 use crate::params::ParamGrads;
-use crate::rope::RotaryEmbedding;
 
 /// Where each row's real tokens are in a padded `[batch, seq]` batch: row `b` holds them at
 /// `spans[b]` (left padding: `seq − len .. seq`; right padding: `0 .. len`).
@@ -213,7 +213,7 @@ impl Qwen2ForCausalLM {
     /// [`ModelError::Batch`] when the layout does not fit `ids`;
     /// [`ModelError::ContextOverflow`] for a row longer than `max_position_embeddings`.
     pub fn forward_hidden(&self, ids: Tensor<2, Int>, layout: &BatchLayout) -> Result<Tensor<3>> {
-        let inputs = self.layer_inputs(&ids, layout)?;
+        let inputs = self.batch_inputs(&ids, layout)?;
         let mut x = self.model.embed_tokens.forward(ids);
         for layer in &self.model.layers {
             x = layer.forward(x, &inputs, None);
@@ -222,23 +222,14 @@ impl Qwen2ForCausalLM {
     }
 
     /// RoPE tables and the attention mask of a padded batch (constants: never recorded).
-    fn layer_inputs(&self, ids: &Tensor<2, Int>, layout: &BatchLayout) -> Result<LayerInputs> {
+    fn batch_inputs(&self, ids: &Tensor<2, Int>, layout: &BatchLayout) -> Result<LayerInputs> {
         let [batch, seq] = ids.dims();
         layout.check(batch, seq, self.max_position_embeddings)?;
-        let device = ids.device();
-        let positions: Vec<Vec<usize>> = layout
-            .spans
-            .iter()
-            .map(|span| (0..seq).map(|i| i.saturating_sub(span.start)).collect())
-            .collect();
-        let rope = RotaryEmbedding::from_inv_freq(self.inv_freq.clone());
-        let (cos, sin) = rope.tables(&positions, &device, self.compute_dtype());
-        let padded = layout.spans.iter().any(|s| s.start > 0 || s.end < seq);
-        let mask = padded.then(|| span_mask(&layout.spans, seq, &device));
+        let inputs = self.layer_inputs(&layout.spans, 0, seq, &ids.device());
         Ok(LayerInputs {
-            cos: cos.inner(),
-            sin: sin.inner(),
-            mask: mask.map(Tensor::inner),
+            cos: inputs.cos.inner(),
+            sin: inputs.sin.inner(),
+            mask: inputs.mask.map(Tensor::inner),
         })
     }
 
@@ -270,7 +261,7 @@ impl Qwen2ForCausalLM {
         loss: impl FnOnce(&HeadStats) -> Tensor<1>,
     ) -> Result<TrainStep> {
         let ids = ids.inner();
-        let inputs = self.layer_inputs(&ids, layout)?;
+        let inputs = self.batch_inputs(&ids, layout)?;
         check_options(options)?;
         let [batch, seq] = ids.dims();
         let sel = Selection::new(batch, seq, next_ids, positions)?;
@@ -386,7 +377,7 @@ impl Qwen2ForCausalLM {
             }
         }
         let upload = |values: Vec<f64>, leaf: bool| -> Tensor<2> {
-            let t = host_tensor(values, [batch, seq], &device, compute);
+            let t = host_tensor(&values, [batch, seq], &device, compute);
             match (leaves, leaf) {
                 (true, true) => t.autodiff().require_grad(),
                 (true, false) => t.autodiff(),
@@ -457,7 +448,7 @@ impl Qwen2ForCausalLM {
                     .iter()
                     .map(|&r| d[r as usize] * inv_t)
                     .collect();
-                host_tensor(values, [n, 1], &device, compute)
+                host_tensor(&values, [n, 1], &device, compute)
             };
             let (c_lp, c_h) = (coefficient(d_lp), coefficient(d_h));
             // ∂L/∂z = c_lp·(onehot − p) + c_h·∂H/∂z, already divided by T.
@@ -649,41 +640,8 @@ fn check_options(options: &HeadOptions) -> Result<()> {
     Ok(())
 }
 
-/// Host values as a tensor in the compute `dtype` (f32 or f64), built from data of that dtype
-/// (a backend without f64, such as wgpu on Metal, never sees one).
-fn host_tensor(
-    values: Vec<f64>,
-    shape: [usize; 2],
-    device: &burn::tensor::Device,
-    dtype: DType,
-) -> Tensor<2> {
-    if dtype == DType::F64 {
-        Tensor::from_data(TensorData::new(values, shape), (device, DType::F64))
-    } else {
-        let values: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
-        Tensor::from_data(TensorData::new(values, shape), (device, DType::F32))
-    }
-}
-
 fn host_f64<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>> {
     Ok(t.into_data().convert::<f64>().try_to_vec::<f64>()?)
-}
-
-/// `[batch, 1, seq, seq]`, true = masked: in row `b` with real tokens at `span`, query `i`
-/// sees key `j` iff `span.start ≤ j ≤ i` and `j < span.end`, or `j = i` (a padding query sees
-/// at least itself, which keeps its softmax finite; its output is never used).
-fn span_mask(
-    spans: &[Range<usize>],
-    seq: usize,
-    device: &burn::tensor::Device,
-) -> Tensor<4, burn::tensor::Bool> {
-    let mut data = Vec::with_capacity(spans.len() * seq * seq);
-    for span in spans {
-        for i in 0..seq {
-            data.extend((0..seq).map(|j| !((j >= span.start && j <= i && j < span.end) || j == i)));
-        }
-    }
-    Tensor::from_data(TensorData::new(data, [spans.len(), 1, seq, seq]), device)
 }
 
 /// Positions a response's tokens are predicted at, for a row whose prompt has `prompt_len`
