@@ -1,5 +1,5 @@
 //! Model forward speed: prefill of 128 tokens and one decode step (KV cache holding 128
-//! positions), for the tiny committed fixture on every backend, and for the real
+//! positions), for the tiny seeded model (`em_models::testing`) on every backend, and for the real
 //! Qwen2.5-Coder-0.5B-Instruct (f32) on flex when `EM_QWEN_DIR` is set (see em-models' real
 //! tests).
 //!

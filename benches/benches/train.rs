@@ -2,7 +2,7 @@
 //! and loss (`head_loss`, only `chunk × vocab` logits at a time) against the full-logits slow
 //! twin (em-core's `token_entropy` over `[batch, seq, vocab]` under autodiff), and the
 //! layer-checkpointed step (`loss_and_grads`) against one plain backward (`forward_hidden` +
-//! `head_loss`). Tiny fixture on every backend; the real Qwen2.5-Coder-0.5B (f32, batch 1,
+//! `head_loss`). The tiny seeded model (`em_models::testing`) on every backend; the real Qwen2.5-Coder-0.5B (f32, batch 1,
 //! 128 tokens) on flex when `EM_QWEN_DIR` is set.
 //!
 //! ```text
@@ -78,15 +78,7 @@ fn bench_train(
     group.bench_function(id("full_logits_twin"), |bench| {
         bench.iter(|| {
             let hidden = model.forward_hidden(b.ids.clone(), &b.layout).unwrap();
-            let [r, s, w] = hidden.dims();
-            let logits = match &model.lm_head {
-                Some(head) => head.forward(hidden),
-                None => hidden
-                    .reshape([r * s, w])
-                    .matmul(model.model.embed_tokens.weight.val().transpose())
-                    .reshape([r, s, model.vocab_size]),
-            };
-            let loss = em_core::token_entropy(logits).mean();
+            let loss = em_core::token_entropy(model.head_logits(hidden)).mean();
             loss.backward();
         })
     });

@@ -520,6 +520,21 @@ impl Qwen2ForCausalLM {
         })
     }
 
+    /// The full logits `[batch, seq, vocab]` of final hidden states, differentiable, with the
+    /// tied head as a 2-D matmul over `[batch·seq, hidden]` (so its backward never builds
+    /// `[batch, vocab, hidden]`): the slow twin of [`Qwen2ForCausalLM::head_loss`], for tests
+    /// and benches. (The decoding forward keeps its own inference-tuned form.)
+    pub fn head_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [batch, seq, width] = hidden.dims();
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden
+                .reshape([batch * seq, width])
+                .matmul(self.head_weight().transpose())
+                .reshape([batch, seq, self.vocab_size]),
+        }
+    }
+
     /// The head's weight as stored: the embedding `[vocab, hidden]` when tied, else `lm_head`'s
     /// `[hidden, vocab]`.
     fn head_weight(&self) -> Tensor<2> {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::DType;
 use clap::Parser;
-use em_models::{LoadOptions, SaveOptions, parse_dtype, parse_size};
+use em_models::{SaveOptions, parse_dtype, parse_size};
 
 #[derive(Parser, Debug)]
 #[command(about = "Convert a Hugging Face checkpoint's dtype and sharding")]
@@ -46,17 +46,9 @@ fn main() -> Result<()> {
         max_shard_size: parse_size(&args.max_shard_size)?,
         overwrite: args.overwrite,
     };
-    let load = LoadOptions {
-        dtype: if dtype == DType::F64 {
-            DType::F64
-        } else {
-            DType::F32
-        },
-    };
+    let load_dtype = if dtype == DType::F64 { "f64" } else { "f32" };
+    let (pretrained, loaded_s) = em_examples::load_pretrained(&args.model, load_dtype)?;
     let started = Instant::now();
-    let pretrained = em_models::from_pretrained(&args.model, &em_examples::device(), &load)
-        .with_context(|| format!("loading {}", args.model))?;
-    let loaded_s = started.elapsed().as_secs_f64();
     pretrained
         .save_pretrained(&args.out, &options)
         .with_context(|| format!("saving {}", args.out))?;
@@ -68,7 +60,7 @@ fn main() -> Result<()> {
         "{} → {} ({dtype:?}, {params} parameters): load {loaded_s:.1} s, save {:.1} s",
         args.model,
         args.out,
-        started.elapsed().as_secs_f64() - loaded_s
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -61,7 +61,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let (pretrained, load_s) = em_examples::load_pretrained(&args.model, &args.dtype)?;
-    let load_rss = em_examples::peak_rss().map_or(f64::NAN, |b| b as f64 / (1u64 << 30) as f64);
+    let load_rss = em_examples::peak_rss_gib();
     let tok = &pretrained.tokenizer;
     let text = em_examples::prompt_text(tok, &args.prompt, args.chat, args.system.as_deref())?;
     let config = GenerateConfig {

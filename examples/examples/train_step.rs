@@ -6,7 +6,7 @@
 //! cargo run --release --example train_step -- --model DIR --batch 2 --seq 1024
 //! /usr/bin/time -v target/release/examples/train_step --model DIR --seq 2048   # peak RSS too
 //! ```
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::Module;
 use clap::Parser;
 
@@ -37,12 +37,9 @@ struct Args {
 #[allow(clippy::print_stdout)] // the report is the output
 fn main() -> Result<()> {
     let args = Args::parse();
-    let device = em_examples::device();
-    let gib = |b: Option<u64>| b.map_or(f64::NAN, |b| b as f64 / (1u64 << 30) as f64);
-    let pretrained =
-        em_models::from_pretrained(&args.model, &device, &em_models::LoadOptions::default())
-            .with_context(|| format!("loading {}", args.model))?;
-    let loaded = em_examples::peak_rss();
+    // Training is f32.
+    let (pretrained, _) = em_examples::load_pretrained(&args.model, "f32")?;
+    let loaded = em_examples::peak_rss_gib();
     let model = pretrained.model.train();
     let report = em_examples::entropy_step(
         &model,
@@ -66,8 +63,8 @@ fn main() -> Result<()> {
         report.grad_norm,
         report.params_with_grad,
         report.seconds,
-        gib(loaded),
-        gib(em_examples::peak_rss()),
+        loaded,
+        em_examples::peak_rss_gib(),
     );
     Ok(())
 }

@@ -53,6 +53,16 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A JSON file's contents.
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A tensor's values as f64, exactly.
+pub fn host_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
+}
+
 pub fn golden() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fixture("golden.json")).unwrap()).unwrap()
 }

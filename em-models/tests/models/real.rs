@@ -254,49 +254,27 @@ fn real_bf16_checkpoint_saves_byte_identical() {
         em_models::Checkpoint::open(&out).unwrap(),
     );
     assert_eq!(a.names(), b.names());
-    let config = &pretrained.config;
+    // The model's parameters under their HF names and shapes (the walk the save itself uses).
+    let shapes: std::collections::HashMap<String, Vec<usize>> =
+        em_models::named_params(&pretrained.model)
+            .into_iter()
+            .map(|p| (p.name.clone(), p.hf_shape()))
+            .collect();
+    assert_eq!(shapes.len(), a.names().len());
     for name in a.names() {
-        let shape = shape_of(name, config);
+        let shape = &shapes[name];
         let (x, y) = (
-            a.read_data(name, &shape, burn::tensor::DType::BF16)
-                .unwrap(),
-            b.read_data(name, &shape, burn::tensor::DType::BF16)
-                .unwrap(),
+            a.read_data(name, shape, burn::tensor::DType::BF16).unwrap(),
+            b.read_data(name, shape, burn::tensor::DType::BF16).unwrap(),
         );
         assert!(x.as_bytes() == y.as_bytes(), "{name}");
     }
-    let json = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
     let (src, dst) = (
-        json(source.join("config.json")),
-        json(out.join("config.json")),
+        crate::common::json(&source.join("config.json")),
+        crate::common::json(&out.join("config.json")),
     );
     for key in src.as_object().unwrap().keys() {
         assert!(dst.get(key).is_some(), "config key {key} lost");
     }
     assert_eq!(dst["torch_dtype"], "bfloat16");
-}
-
-/// The HF shape of a Qwen2 tensor from its name.
-fn shape_of(name: &str, c: &em_models::Qwen2Config) -> Vec<usize> {
-    let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_size());
-    let (q, kv) = (c.num_attention_heads * hd, c.kv_heads() * hd);
-    let suffix = name.rsplit_once("layers.").map_or(name, |(_, rest)| {
-        rest.split_once('.').map_or(rest, |(_, tail)| tail)
-    });
-    match suffix {
-        "model.embed_tokens.weight" | "lm_head.weight" => vec![c.vocab_size, h],
-        "model.norm.weight" | "input_layernorm.weight" | "post_attention_layernorm.weight" => {
-            vec![h]
-        }
-        "self_attn.q_proj.weight" => vec![q, h],
-        "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => vec![kv, h],
-        "self_attn.q_proj.bias" => vec![q],
-        "self_attn.k_proj.bias" | "self_attn.v_proj.bias" => vec![kv],
-        "self_attn.o_proj.weight" => vec![h, q],
-        "mlp.gate_proj.weight" | "mlp.up_proj.weight" => vec![i, h],
-        "mlp.down_proj.weight" => vec![h, i],
-        other => panic!("unexpected tensor {other}"),
-    }
 }

@@ -17,15 +17,7 @@ use crate::common::*;
 fn host_params(model: &Qwen2ForCausalLM) -> Vec<(String, Vec<usize>, Vec<f64>)> {
     named_params(model)
         .into_iter()
-        .map(|p| {
-            let values = p
-                .flat
-                .into_data()
-                .convert::<f64>()
-                .try_to_vec::<f64>()
-                .unwrap();
-            (p.name, p.shape, values)
-        })
+        .map(|p| (p.name, p.shape, host_f64(p.flat)))
         .collect()
 }
 
@@ -60,10 +52,6 @@ fn numbers_as_f64(v: &serde_json::Value) -> serde_json::Value {
             .collect(),
         other => other.clone(),
     }
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 #[test]
@@ -411,11 +399,7 @@ fn init_is_seeded_follows_hf_and_saves() {
         )
         .unwrap();
     let (l32, _) = to_vec3(logits32);
-    let l64: Vec<f64> = logits
-        .into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .unwrap();
+    let l64 = host_f64(logits);
     assert!(max_abs_diff(&l32, &l64) < 1e-4);
 
     // Keys the source wrote as null (HF's `"rope_scaling": null`) are written back as null.

@@ -8,7 +8,9 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use em_core::{token_entropy, token_log_probs};
 use em_models::testing::{Tiny, tiny_model};
-use em_models::{BatchLayout, HeadOptions, HeadStats, ModelError, Qwen2ForCausalLM, named_grads};
+use em_models::{
+    BatchLayout, HeadOptions, HeadStats, ModelError, NamedParam, Qwen2ForCausalLM, named_grads,
+};
 
 use crate::backend_tests;
 use crate::common::*;
@@ -19,16 +21,13 @@ fn model(name: &str, device: &Device, dtype: DType) -> Qwen2ForCausalLM {
     let kind = match name {
         "qwen2-tied" => Tiny::Qwen2Tied,
         "qwen2-untied" => Tiny::Qwen2Untied,
-        _ => Tiny::Llama,
+        "llama" => Tiny::Llama,
+        other => panic!("no tiny model named {other}"),
     };
     tiny_model(kind, &Device::flex(), dtype, 11)
         .unwrap()
         .fork(device)
         .train()
-}
-
-fn host(t: Tensor<1>) -> Vec<f64> {
-    t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
 }
 
 /// The example batch: two rows of different lengths in one padded batch, the next token of
@@ -98,13 +97,14 @@ fn loss_of(lp: Tensor<2>, h: Tensor<2>, mask: Tensor<2>, w: Tensor<2>) -> Tensor
     ((lp * 0.8 - h * 1.3) * w * mask).sum() / count
 }
 
-/// Gradients by parameter name, as f64.
-fn grads_of(model: &Qwen2ForCausalLM, grads: &burn::tensor::Gradients) -> Vec<(String, Vec<f64>)> {
-    named_grads(model, grads)
+/// Gradients by parameter name, as f64 (0 for a parameter without one), from
+/// [`named_grads`] or [`em_models::ParamGrads::named`].
+fn grads_of(params: Vec<NamedParam>) -> Vec<(String, Vec<f64>)> {
+    params
         .into_iter()
         .map(|p| {
             let n = p.numel();
-            let g = p.grad.map(host).unwrap_or_else(|| vec![0.0; n]);
+            let g = p.grad.map(host_f64).unwrap_or_else(|| vec![0.0; n]);
             (p.name, g)
         })
         .collect()
@@ -158,7 +158,7 @@ fn chunked(
             },
         )
         .unwrap();
-    (out.value, grads_of(model, &out.grads))
+    (out.value, grads_of(named_grads(model, &out.grads)))
 }
 
 /// The slow twin: full logits under autodiff, em-core's per-token functions, the same loss.
@@ -170,15 +170,8 @@ fn full_logits(
     let device = model.device();
     let dtype = model.compute_dtype();
     let hidden = model.forward_hidden(ids(b, &device), &b.layout).unwrap();
-    let [batch, seq, width] = hidden.dims();
-    let logits = match &model.lm_head {
-        Some(head) => head.forward(hidden),
-        None => hidden
-            .reshape([batch * seq, width])
-            .matmul(model.model.embed_tokens.weight.val().transpose())
-            .reshape([batch, seq, model.vocab_size]),
-    };
-    let z = em_core::promote(logits) / temperature;
+    let [batch, seq, _] = hidden.dims();
+    let z = em_core::promote(model.head_logits(hidden)) / temperature;
     let next: Vec<Vec<u32>> = b.next_ids.clone();
     let lp = token_log_probs(z.clone(), ids_tensor(&next, &device));
     let h = token_entropy(z);
@@ -190,9 +183,9 @@ fn full_logits(
     }
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [batch, seq]), (&device, dtype));
     let loss = loss_of(lp, h, mask, weights(b, &device, dtype));
-    let value = host(loss.clone())[0];
+    let value = host_f64(loss.clone())[0];
     let grads = loss.backward();
-    (value, grads_of(model, &grads))
+    (value, grads_of(named_grads(model, &grads)))
 }
 
 /// On flex (the same head code runs on wgpu in `wgpu_f32_gradients_match_flex_f64`; lavapipe
@@ -301,7 +294,7 @@ fn value(model: &Qwen2ForCausalLM, b: &Batch, options: &HeadOptions, kind: Loss)
     let s = model
         .head_stats(hidden, &b.next_ids, &b.positions, options)
         .unwrap();
-    host(loss_value(kind, &s, &weights(b, &device, DType::F64)))[0]
+    host_f64(loss_value(kind, &s, &weights(b, &device, DType::F64)))[0]
 }
 
 #[test]
@@ -336,7 +329,7 @@ fn f64_gradients_equal_central_finite_differences() {
             assert!((out.value - base).abs() < 1e-12, "{name}");
             for p in named_grads(&trainable, &out.grads) {
                 let n = p.numel();
-                let grad = host(p.grad.clone().expect("every parameter is reached"));
+                let grad = host_f64(p.grad.clone().expect("every parameter is reached"));
                 for index in [0, n / 3, n - 1] {
                     let eps = 1e-5;
                     let shifted = |delta: f64| {
@@ -379,7 +372,7 @@ fn padded_rows_get_the_gradients_they_get_alone() {
         let out = model
             .head_loss(hidden, &b.next_ids, &b.positions, &options, sum_loss)
             .unwrap();
-        (out.value, grads_of(&model, &out.grads))
+        (out.value, grads_of(named_grads(&model, &out.grads)))
     };
     let (alone_a, ga) = run(&batch(vec![rows[0].clone()], false, &prompts[..1]));
     let (alone_b, gb) = run(&batch(vec![rows[1].clone()], false, &prompts[1..]));
@@ -489,7 +482,7 @@ fn layer_checkpointed_step_equals_one_backward() {
             let whole = model
                 .head_loss(hidden, &b.next_ids, &b.positions, &options, loss)
                 .unwrap();
-            let expected = grads_of(&model, &whole.grads);
+            let expected = grads_of(named_grads(&model, &whole.grads));
             let step = model
                 .loss_and_grads(
                     ids(&b, &device),
@@ -509,15 +502,12 @@ fn layer_checkpointed_step_equals_one_backward() {
             {
                 assert!((a - b).abs() < 1e-12, "{name}: entropy {a} vs {b}");
             }
-            let got: Vec<(String, Vec<f64>)> = step
-                .grads
-                .named(&model)
-                .into_iter()
-                .map(|p| {
-                    let g = host(p.grad.clone().expect("every parameter has a gradient"));
-                    (p.name, g)
-                })
-                .collect();
+            let named = step.grads.named(&model);
+            assert!(
+                named.iter().all(|p| p.grad.is_some()),
+                "every parameter has a gradient"
+            );
+            let got = grads_of(named);
             let err = relative_error(&got, &expected);
             assert!(err < 1e-10, "{name} left {left}: {err:e}");
         }
