@@ -1,7 +1,8 @@
 //! Run identity: the field-by-field comparison of two manifests (any serialisable
 //! configuration, as JSON), used wherever a run resumes into files an earlier run wrote — the
-//! evaluation runner's results, the trainers' checkpoints — so that a resume with another model,
-//! strategy or hyperparameter is refused with the field that differs instead of mixing records.
+//! evaluation runner's results today, em-train's checkpoints once it exists — so that a resume
+//! with another model, strategy or hyperparameter is refused with the field that differs
+//! instead of mixing records.
 
 use serde_json::Value;
 

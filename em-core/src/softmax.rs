@@ -44,13 +44,13 @@ pub struct SoftmaxEntropy {
     pub entropy: Tensor<2>,
 }
 
-/// Computes [`SoftmaxEntropy`] in the compute dtype (see [`entropy`]).
+/// Computes [`SoftmaxEntropy`] in the compute dtype (see [`crate::entropy()`]).
 ///
 /// With `z' = z − max z` and `s = Σ exp z'`: `log p = z' − ln s`, `p = exp(log p)` and
 /// `H = ln s − Σ p·z'`, so `s` itself is never broadcast. The algebraically equal form that
 /// broadcasts both `s` (for e/s and Σ e·z'/s) and `ln s` was miscompiled by burn 0.22.1's
 /// CubeCL reduce-broadcast fusion on wgpu (a V = 2 row came out ~6x too large: the division by
-/// `s` read `ln s`); `tests/suite/gradients.rs` checks [`entropy_grad`] against f64 on every
+/// `s` read `ln s`); `tests/suite/gradients.rs` checks [`crate::entropy_grad`] against f64 on every
 /// backend. For a uniform row `z' = 0`, so `log p + H` is exactly 0.
 ///
 /// # Panics

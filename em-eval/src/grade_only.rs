@@ -6,9 +6,7 @@ use std::time::Instant;
 
 use em_grade::{Problem, grade};
 
-use crate::records::{
-    EvalRecord, EvalReport, io_error, records_path, write_atomic, write_markdown,
-};
+use crate::records::{EvalRecord, EvalReport, io_error, records_path, write_atomic, write_summary};
 use crate::runner::EvalOptions;
 use crate::{EvalError, Result};
 
@@ -99,11 +97,6 @@ pub fn grade_outputs(
         lines.as_bytes(),
     )?;
     let report = EvalReport::from_records(benchmark, strategy, &graded);
-    let json = serde_json::to_vec_pretty(&report).map_err(EvalError::Json)?;
-    write_atomic(
-        &options.out_dir.join(format!("{benchmark}.{strategy}.json")),
-        &json,
-    )?;
-    write_markdown(&options.out_dir)?;
+    write_summary(&options.out_dir, &report)?;
     Ok(report)
 }

@@ -3,7 +3,7 @@
 //! changes what is generated or how it is graded (seed, temperature, token limit, prompts, chat
 //! template, sandbox limits). A run that would resume into records written under another
 //! manifest is refused with [`EvalError::ManifestMismatch`] naming the first differing field
-//! ([`em_core::manifest::first_difference`], the comparison em-train's resume uses too), or,
+//! ([`em_core::manifest::first_difference`], the comparison em-train's `--resume` is to reuse), or,
 //! with [`OnMismatch::NewRun`], goes to the first free run name (`em-inf-2`, `em-inf-3`, ...)
 //! whose manifest matches or is new. `limit`, `batch_size` and `out_dir` are not part of the
 //! identity: a run continued with a larger limit, or another batch size, is the same run (each

@@ -155,6 +155,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(em_grade::problems::write_atomic(path, bytes)?)
 }
 
+/// Writes `report` as `out_dir/{benchmark}.{strategy}.json` (atomically) and regenerates
+/// `report.md`: what a run and a grade-only pass both end with.
+///
+/// # Errors
+/// [`EvalError::Json`], and as [`write_atomic`] and [`write_markdown`].
+pub fn write_summary(out_dir: &Path, report: &EvalReport) -> Result<()> {
+    let json = serde_json::to_vec_pretty(report).map_err(EvalError::Json)?;
+    let path = out_dir.join(format!("{}.{}.json", report.benchmark, report.strategy));
+    write_atomic(&path, &json)?;
+    write_markdown(out_dir)
+}
+
 /// Regenerates `out_dir/report.md` from every `*.json` summary in `out_dir`.
 ///
 /// # Errors

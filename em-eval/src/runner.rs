@@ -23,9 +23,7 @@ use em_infer::{
 use em_models::{CausalLm, Message};
 
 use crate::manifest::{OnMismatch, RunManifest, resolve_run};
-use crate::records::{
-    EvalRecord, EvalReport, io_error, read_records, records_path, write_atomic, write_markdown,
-};
+use crate::records::{EvalRecord, EvalReport, io_error, read_records, records_path, write_summary};
 use crate::strategy::Strategy;
 use crate::{EvalError, Result};
 
@@ -302,9 +300,6 @@ fn finish(
             .filter(|r| wanted.contains(r.id.as_str()))
             .collect();
     let report = EvalReport::from_records(benchmark, strategy, &records);
-    let summary = options.out_dir.join(format!("{benchmark}.{strategy}.json"));
-    let json = serde_json::to_vec_pretty(&report).map_err(EvalError::Json)?;
-    write_atomic(&summary, &json)?;
-    write_markdown(&options.out_dir)?;
+    write_summary(&options.out_dir, &report)?;
     Ok(report)
 }

@@ -306,11 +306,6 @@ pub struct Sampler {
     seen: Option<Tensor<2>>,
 }
 
-/// Row `row`'s seed: distinct rows get unrelated ChaCha streams ([`mix`]).
-fn row_seed(seed: u64, row: usize) -> u64 {
-    mix(seed, row as u64)
-}
-
 impl Sampler {
     /// A sampler for `batch` rows. Row `r`'s stream depends only on `(seed, r)`.
     ///
@@ -320,7 +315,7 @@ impl Sampler {
         sampling.validate()?;
         Ok(Self {
             sampling,
-            rngs: (0..batch).map(|row| rng(row_seed(seed, row))).collect(),
+            rngs: (0..batch).map(|row| rng(mix(seed, row as u64))).collect(),
             seen: None,
         })
     }
@@ -333,7 +328,7 @@ impl Sampler {
         sampling.validate()?;
         Ok(Self {
             sampling,
-            rngs: seeds.iter().map(|&s| rng(row_seed(s, 0))).collect(),
+            rngs: seeds.iter().map(|&s| rng(mix(s, 0))).collect(),
             seen: None,
         })
     }
