@@ -2,7 +2,8 @@
 //! and loss (`head_loss`, only `chunk × vocab` logits at a time) against the full-logits slow
 //! twin (em-core's `token_entropy` over `[batch, seq, vocab]` under autodiff), and the
 //! layer-checkpointed step (`loss_and_grads`) against one plain backward (`forward_hidden` +
-//! `head_loss`). The tiny seeded model (`em_models::testing`) on every backend; the real Qwen2.5-Coder-0.5B (f32, batch 1,
+//! `head_loss`), and em-train's AdamW step (global clipping, moments keyed by name) beside the
+//! gradient computation it follows, so the ratio is the optimiser's share of a step. The tiny seeded model (`em_models::testing`) on every backend; the real Qwen2.5-Coder-0.5B (f32, batch 1,
 //! 128 tokens) on flex when `EM_QWEN_DIR` is set.
 //!
 //! ```text
@@ -96,6 +97,27 @@ fn bench_train(
                 .unwrap()
                 .value
         })
+    });
+    // The optimiser step on the gradients of one layer-checkpointed step: its cost relative to
+    // `layer_checkpointed` above is the optimiser's share of a training step.
+    let grads = model
+        .loss_and_grads(
+            b.ids.clone(),
+            &b.layout,
+            &b.next,
+            &b.positions,
+            &options,
+            mean_entropy,
+        )
+        .unwrap()
+        .grads;
+    let config = em_train::OptimizerConfig::default();
+    group.bench_function(id("adamw_step"), |bench| {
+        bench.iter_batched(
+            || (em_train::AdamW::new(config), model.clone()),
+            |(mut adamw, m)| adamw.step(m, &grads, 1e-5, 1).unwrap().1.grad_norm,
+            criterion::BatchSize::LargeInput,
+        )
     });
     group.finish();
 }

@@ -64,8 +64,8 @@ pub use error::{ModelError, Result};
 pub use generation::GenerationConfig;
 pub use loader::{Checkpoint, FLOAT_DTYPES, LoadOptions, parse_dtype};
 pub use model::{LlamaForCausalLM, Logits, Qwen2ForCausalLM};
-pub use params::{NamedParam, ParamGrads, named_grads, named_params};
-pub use save::{SaveOptions, parse_size};
+pub use params::{NamedParam, ParamGrads, named_grads, named_params, replace_params};
+pub use save::{SaveOptions, parse_size, write_safetensors};
 pub use tokenizer::{Message, Tokenizer};
 pub use train::{BatchLayout, HeadLoss, HeadOptions, HeadStats, TrainStep, response_positions};
 

@@ -126,6 +126,21 @@ impl Checkpoint {
         } else {
             vec![dir.join("model.safetensors")]
         };
+        Self::from_files(dir, files)
+    }
+
+    /// One safetensors file on its own (an optimiser state, a golden file): its header is read
+    /// and checked as [`Checkpoint::open`] does for a checkpoint's weights.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::open`].
+    pub fn open_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_files(dir, vec![path])
+    }
+
+    fn from_files(dir: PathBuf, files: Vec<PathBuf>) -> Result<Self> {
         let mut index = HashMap::new();
         for (shard, path) in files.iter().enumerate() {
             let (data_start, metadata) = read_header(path)?;
@@ -164,6 +179,11 @@ impl Checkpoint {
         let mut names: Vec<&str> = self.index.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// The stored shape of tensor `name`, if the checkpoint has it.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.index.get(name).map(|e| e.shape.clone())
     }
 
     /// Reads tensor `name`, checks its shape against `expected`, converts it to f32 on the host.

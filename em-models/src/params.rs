@@ -144,6 +144,13 @@ impl ParamGrads {
         self.map.insert(id, sum);
     }
 
+    /// Adds every gradient of `other` (micro-batches of one optimiser step).
+    pub fn merge(&mut self, other: ParamGrads) {
+        for (id, grad) in other.map {
+            self.add(id, grad);
+        }
+    }
+
     /// The gradient of one parameter (flattened, burn's layout), if it has one.
     pub fn get(&self, id: &ParamId) -> Option<&Tensor<1>> {
         self.map.get(id)
@@ -168,5 +175,42 @@ impl ParamGrads {
                 p
             })
             .collect()
+    }
+}
+
+/// `module` with the parameters named in `values` (by [`ParamId`], flattened, burn's layout)
+/// replaced by those values, each reshaped to its parameter's shape; a parameter that tracked
+/// gradients still does. Parameters absent from `values` are kept. This is how an optimiser
+/// step writes its result back.
+///
+/// # Panics
+/// When a value's length differs from its parameter's element count.
+pub fn replace_params<M: Module>(module: M, values: HashMap<ParamId, Tensor<1>>) -> M {
+    let mut replace = Replace { values };
+    module.map(&mut replace)
+}
+
+struct Replace {
+    values: HashMap<ParamId, Tensor<1>>,
+}
+
+impl burn::module::ModuleMapper for Replace {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(value) = self.values.remove(&param.id) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let tracked = tensor.is_require_grad();
+        let shape = tensor.shape();
+        assert_eq!(
+            value.dims()[0],
+            shape.num_elements(),
+            "replacement for parameter {id} has the wrong size"
+        );
+        let mut updated = Tensor::from_inner(value.inner().reshape(shape));
+        if tracked {
+            updated = updated.require_grad();
+        }
+        Param::from_mapped_value(id, updated, mapper)
     }
 }

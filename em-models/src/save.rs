@@ -145,6 +145,42 @@ impl View for LazyView {
     }
 }
 
+/// Writes `tensors` to the safetensors file `path` under their names, in HF's layout
+/// ([`NamedParam::hf_shape`]: `Linear` weights transposed back to `[out, in]`) and `dtype`, with
+/// `metadata`; each tensor is read back from the device only when the writer reaches it. The
+/// one safetensors writer of the workspace (model weights, optimiser moments).
+///
+/// # Errors
+/// [`ModelError::UnknownDtype`] for a non-float `dtype`; [`ModelError::Safetensors`] naming
+/// `path` for a failed write.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: Vec<NamedParam>,
+    dtype: DType,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let dtype = check_float(dtype)?;
+    let views: Vec<(String, LazyView)> = tensors
+        .into_iter()
+        .map(|param| {
+            (
+                param.name.clone(),
+                LazyView {
+                    shape: param.hf_shape(),
+                    param,
+                    dtype,
+                },
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|source| {
+        ModelError::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
 impl Qwen2ForCausalLM {
     /// Saves the model with its `config` as a Hugging Face checkpoint in `out`, copying every
     /// non-weight file of `source_dir` (the directory it was loaded from, if any). See the
@@ -210,28 +246,11 @@ impl Qwen2ForCausalLM {
             } else {
                 format!("model-{:05}-of-{n:05}.safetensors", i + 1)
             };
-            let path = dir.join(&file);
-            let views: Vec<(String, LazyView)> = shard
-                .into_iter()
-                .map(|param| {
-                    weight_map.insert(param.name.clone(), file.clone().into());
-                    (
-                        param.name.clone(),
-                        LazyView {
-                            shape: param.hf_shape(),
-                            param,
-                            dtype,
-                        },
-                    )
-                })
-                .collect();
+            for param in &shard {
+                weight_map.insert(param.name.clone(), file.clone().into());
+            }
             let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-            safetensors::serialize_to_file(views, Some(metadata), &path).map_err(|source| {
-                ModelError::Safetensors {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
+            write_safetensors(&dir.join(&file), shard, dtype, metadata)?;
         }
         if n > 1 {
             let index = serde_json::json!({

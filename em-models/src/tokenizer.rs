@@ -237,6 +237,24 @@ impl Tokenizer {
         .map_err(err)
     }
 
+    /// The text a model sees for one user `prompt`: `prompt` as is when `chat` is false, else
+    /// the chat template over an optional `system` turn and the user turn, with the assistant
+    /// header appended.
+    ///
+    /// # Errors
+    /// As [`Tokenizer::apply_chat_template`] (only when `chat`).
+    pub fn prompt_text(&self, prompt: &str, chat: bool, system: Option<&str>) -> Result<String> {
+        if !chat {
+            return Ok(prompt.to_string());
+        }
+        let mut messages = Vec::new();
+        if let Some(system) = system {
+            messages.push(Message::system(system));
+        }
+        messages.push(Message::user(prompt));
+        self.apply_chat_template(&messages, true)
+    }
+
     /// Ids that end generation (from `generation_config.json`, `config.json` and the
     /// `eos_token` of `tokenizer_config.json`, deduplicated, in that order).
     pub fn eos_ids(&self) -> &[u32] {

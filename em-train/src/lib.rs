@@ -1,11 +1,56 @@
-//! # em-train (skeleton)
+//! # em-train
 //!
-//! EM-FT (minimise the token entropy of the model's own samples), EM-RL (RLOO/GRPO with negative
-//! entropy as the only reward, KL to a reference) and the labeled GRPO/RLOO baselines, with
-//! atomic, resumable checkpoints.
+//! Training by entropy minimization (`docs/method.md` §1): **EM-FT** — sample the model's own
+//! answers to unlabeled prompts (or take fixed samples) and minimise the token entropy of the
+//! full next-token distribution at every response position — on a training engine that EM-RL
+//! and the labeled baselines reuse: AdamW as torch runs it with global grad-norm clipping,
+//! learning-rate schedules, micro-batches whose update equals the whole batch's, held-out
+//! validation, atomic checkpoints with exact resume, `metrics.jsonl` and an SVG plot.
 //!
-//! **Status:** not implemented yet; this crate currently exports nothing. The EM-FT objective
-//! itself is available today as [`em_core::EntropyLoss`].
+//! ## Quick start
+//! ```no_run
+//! use std::ops::ControlFlow;
+//! use em_train::{DataSource, RunConfig, run_em_ft};
+//!
+//! let run = RunConfig {
+//!     model: "models/qwen2.5-0.5b-instruct".into(),
+//!     data: DataSource::Bench { name: "math500".into() },
+//!     steps: 10,
+//!     batch_size: 4,
+//!     ..RunConfig::default()
+//! };
+//! let device = burn::tensor::Device::flex();
+//! let summary = run_em_ft(&run, "runs/x".as_ref(), false, &device, |_| ControlFlow::Continue(()))?;
+//! println!("last checkpoint: {}", summary.last_checkpoint.display());
+//! # Ok::<(), em_train::TrainError>(())
+//! ```
+//!
+//! ## Map
+//! | module | what |
+//! |---|---|
+//! | [`config`] | [`RunConfig`]: every setting, TOML/JSON, validated with the field named |
+//! | [`data`] | samples and prompt files, the step → batch order (shuffled per epoch) |
+//! | [`emft`] | the EM-FT loss and gradients of a batch, micro-batched |
+//! | [`optim`] | [`AdamW`] keyed by HF names, global clipping |
+//! | [`checkpoint`] | `checkpoint-{step}/`: weights, moments, trainer state, run config; best; prune |
+//! | [`metrics`] | `metrics.jsonl` and `metrics.svg` |
+//! | [`trainer`] | [`Engine`] and [`run_em_ft`] |
 #![warn(missing_docs)]
 
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod emft;
+pub mod error;
+pub mod metrics;
+pub mod optim;
+pub mod trainer;
+
+pub use config::{DataSource, OptimizerConfig, Reduction, RunConfig, Schedule, ValidationConfig};
+pub use data::Sample;
 pub use em_core;
+pub use emft::{BatchStats, EmFtLoss, em_ft_grads};
+pub use error::{Result, TrainError};
+pub use metrics::StepMetrics;
+pub use optim::{AdamW, Update};
+pub use trainer::{Engine, Event, RunSummary, ValidationReport, run_em_ft};

@@ -71,7 +71,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let (pretrained, load_s) = em_examples::load_pretrained(&args.model, &args.dtype)?;
     let tok = &pretrained.tokenizer;
-    let text = em_examples::prompt_text(tok, &args.prompt, args.chat, Some(&args.system))?;
+    let text = tok.prompt_text(&args.prompt, args.chat, Some(&args.system))?;
     let ids = tok.encode(&text, false)?;
     let context = pretrained.model.max_position_embeddings();
     if ids.len() >= context {

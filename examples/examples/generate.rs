@@ -63,7 +63,7 @@ fn main() -> Result<()> {
     let (pretrained, load_s) = em_examples::load_pretrained(&args.model, &args.dtype)?;
     let load_rss = em_examples::peak_rss_gib();
     let tok = &pretrained.tokenizer;
-    let text = em_examples::prompt_text(tok, &args.prompt, args.chat, args.system.as_deref())?;
+    let text = tok.prompt_text(&args.prompt, args.chat, args.system.as_deref())?;
     let config = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
         sampling: Sampling {

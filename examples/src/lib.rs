@@ -12,7 +12,7 @@ use em_infer::{
     EmInfConfig, EmInfProcessor, GenerateConfig, Generation, Generator, InferError,
     LogitsProcessor, ProcessorChain, ProcessorStats, TokenEvent,
 };
-use em_models::{CausalLm, Message, Tokenizer};
+use em_models::CausalLm;
 
 /// One step of the `entropy` example.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,28 +183,6 @@ pub fn backend_name() -> &'static str {
     } else {
         "flex"
     }
-}
-
-/// The prompt text a model sees: `prompt` as is, or wrapped in the tokenizer's chat template
-/// (an optional system turn, then the user turn, then the assistant header).
-///
-/// # Errors
-/// A tokenizer without a chat template, or a template that fails to render.
-pub fn prompt_text(
-    tokenizer: &Tokenizer,
-    prompt: &str,
-    chat: bool,
-    system: Option<&str>,
-) -> Result<String, em_models::ModelError> {
-    if !chat {
-        return Ok(prompt.to_string());
-    }
-    let mut messages = Vec::new();
-    if let Some(system) = system {
-        messages.push(Message::system(system));
-    }
-    messages.push(Message::user(prompt));
-    tokenizer.apply_chat_template(&messages, true)
 }
 
 /// Loads a checkpoint directory (or, with em-models' `hub` feature, a hub id) on this build's
@@ -478,7 +456,7 @@ mod tests {
         let generator = Generator::new(&model, &tok);
         let prompt = tok
             // The fixture's context is 64 tokens: no chat template (its system prompt is long).
-            .encode(&prompt_text(&tok, "2 + 2 = ?", false, None).unwrap(), false)
+            .encode(&tok.prompt_text("2 + 2 = ?", false, None).unwrap(), false)
             .unwrap();
         // Greedy: EM-INF keeps the argmax, so both runs give the same tokens.
         let config = GenerateConfig {
