@@ -84,7 +84,7 @@ impl WeightSource for Init {
 
 /// f64 host values as a tensor of `dtype` on `device`, built from host data of that dtype (a
 /// backend without f64, such as wgpu on Metal, never sees an f64 tensor unless asked for one).
-pub(crate) fn host_tensor<const D: usize>(
+pub fn host_tensor<const D: usize>(
     values: &[f64],
     shape: [usize; D],
     device: &Device,

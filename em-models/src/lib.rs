@@ -57,6 +57,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor};
 
+pub use build::host_tensor;
 pub use cache::KvCache;
 pub use config::{Architecture, Qwen2Config, RopeScaling, TokenIds};
 pub use em_core;

@@ -43,6 +43,16 @@ pub struct TrainerState {
     pub val_accuracy: Option<f64>,
     /// Prompts skipped for being longer than `max_prompt_len`.
     pub skipped_prompts: usize,
+    /// RL runs: rollouts done (checkpoints are named by it; `step` counts optimiser steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<usize>,
+}
+
+impl TrainerState {
+    /// The iteration a checkpoint is named by: the rollout for RL, else the step.
+    pub fn iteration(&self) -> usize {
+        self.rollout.unwrap_or(self.step)
+    }
 }
 
 /// What `best.json` holds.
@@ -50,7 +60,7 @@ pub struct TrainerState {
 pub struct Best {
     /// The checkpoint directory's name.
     pub checkpoint: String,
-    /// Its step.
+    /// Its iteration (the step; the rollout for RL), as in its name.
     pub step: usize,
     /// Its validation accuracy.
     pub val_accuracy: f64,
@@ -99,8 +109,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec_pretty(value).unwrap_or_default()
+fn json<T: serde::Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|source| TrainError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads a JSON file.
@@ -133,15 +146,15 @@ pub struct Save<'a> {
     pub run: &'a RunConfig,
 }
 
-/// Writes the checkpoint of `save.state.step` atomically and returns its directory.
+/// Writes the checkpoint of `save.state`'s iteration atomically and returns its directory.
 ///
 /// # Errors
 /// I/O, model and safetensors errors (nothing is left under the final name).
 pub fn save(save: &Save<'_>) -> Result<PathBuf> {
-    let dir = checkpoint_dir(save.out, save.state.step);
+    let dir = checkpoint_dir(save.out, save.state.iteration());
     let partial = save
         .out
-        .join(format!(".checkpoint-{}.partial", save.state.step));
+        .join(format!(".checkpoint-{}.partial", save.state.iteration()));
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     }
@@ -153,13 +166,25 @@ pub fn save(save: &Save<'_>) -> Result<PathBuf> {
     )?;
     save.optimizer
         .save(save.model, &partial.join(OPTIMIZER_FILE))?;
-    std::fs::write(partial.join(RUN_FILE), json(save.run)).map_err(io(&partial))?;
-    // Written last: its presence marks a complete directory even before the rename.
-    std::fs::write(partial.join(TRAINER_STATE_FILE), json(save.state)).map_err(io(&partial))?;
+    let run_path = partial.join(RUN_FILE);
+    std::fs::write(&run_path, json(save.run, &run_path)?).map_err(io(&run_path))?;
+    let state_path = partial.join(TRAINER_STATE_FILE);
+    std::fs::write(&state_path, json(save.state, &state_path)?).map_err(io(&state_path))?;
+    // An existing checkpoint of this iteration (a step redone after a kill) is moved aside
+    // first and removed only once the new one is in place, so one of them always exists.
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        let old = save
+            .out
+            .join(format!(".checkpoint-{}.old", save.state.iteration()));
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        std::fs::rename(&dir, &old).map_err(io(&dir))?;
+        std::fs::rename(&partial, &dir).map_err(io(&dir))?;
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    } else {
+        std::fs::rename(&partial, &dir).map_err(io(&dir))?;
     }
-    std::fs::rename(&partial, &dir).map_err(io(&dir))?;
     Ok(dir)
 }
 
@@ -189,11 +214,12 @@ pub fn update_best(out: &Path, state: &TrainerState) -> Result<Option<Best>> {
         return Ok(current);
     }
     let new = Best {
-        checkpoint: format!("checkpoint-{}", state.step),
-        step: state.step,
+        checkpoint: format!("checkpoint-{}", state.iteration()),
+        step: state.iteration(),
         val_accuracy: accuracy,
     };
-    write_atomic(&out.join(BEST_FILE), &json(&new))?;
+    let path = out.join(BEST_FILE);
+    write_atomic(&path, &json(&new, &path)?)?;
     Ok(Some(new))
 }
 

@@ -25,6 +25,9 @@ pub enum DataSource {
         path: PathBuf,
         /// The field holding the prompt.
         field: String,
+        /// The field holding the reference answer (the verifiable reward needs it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer_field: Option<String>,
     },
     /// Fixed samples (offline EM-FT): JSON Lines, `{"prompt_ids": [...], "response_ids": [...]}`
     /// or `{"prompt": "...", "response": "..."}` per line ([`crate::data::read_samples`]).
@@ -32,6 +35,110 @@ pub enum DataSource {
         /// The file.
         path: PathBuf,
     },
+    /// Fixed rollouts (EM-RL, offline RL, exact tests): JSON Lines,
+    /// `{"prompt_ids": [...], "response_ids": [...]}` (optional `"answer"`), in groups of exactly
+    /// `group_size` consecutive lines with identical `prompt_ids`
+    /// ([`crate::data::read_replay`]).
+    Replay {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// What an RL run rewards (`docs/method.md` §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RewardKind {
+    /// EM-RL-token: −(mean entropy of the distributions that produced the response tokens).
+    Token,
+    /// The paper's form: −(sum of those entropies).
+    TokenSum,
+    /// EM-RL-sequence: the mean log-prob of the response tokens.
+    Sequence,
+    /// The paper's form: their sum.
+    SequenceSum,
+    /// 1 if the extracted answer is equivalent to the reference (math) or the program passes
+    /// the tests (code), else 0. Needs labels.
+    Verifiable,
+    /// SC-RL: the fraction of the group's answers equivalent to this one (itself included; no
+    /// answer → 0). No labels.
+    SelfConsistency,
+}
+
+impl RewardKind {
+    /// Parses `token`, `token-sum`, `sequence`, `sequence-sum`, `verifiable`,
+    /// `self-consistency`.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidConfig`] for another name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        serde_json::from_value(serde_json::Value::String(name.into())).or_else(|_| {
+            TrainError::invalid(
+                "rl.reward",
+                name,
+                "expected token, token-sum, sequence, sequence-sum, verifiable or self-consistency",
+            )
+        })
+    }
+}
+
+/// How rewards become advantages within a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdvantageKind {
+    /// RLOO: `n/(n−1)·(r_i − mean)` (the released code; default).
+    Rloo,
+    /// GRPO: `(r_i − mean) / (unbiased std + 1e-6)`.
+    Grpo,
+}
+
+impl AdvantageKind {
+    /// Parses `rloo` / `grpo`.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidConfig`] for another name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "rloo" => Ok(Self::Rloo),
+            "grpo" => Ok(Self::Grpo),
+            other => TrainError::invalid("rl.advantage", other, "expected rloo or grpo"),
+        }
+    }
+}
+
+/// The RL part of a run (EM-RL and the labeled baselines). Defaults: the paper's EM-RL-token
+/// with RLOO, groups of 4, PPO clip 0.2, one mini-batch, no entropy bonus (the released scripts
+/// left verl's 0.001 on: set `entropy_coef` to reproduce them). The KL coefficient is the run's
+/// `kl_coef` (the paper: 0.001).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RlConfig {
+    /// The reward.
+    pub reward: RewardKind,
+    /// The advantage estimator.
+    pub advantage: AdvantageKind,
+    /// Responses per prompt (n).
+    pub group_size: usize,
+    /// Optimiser steps per rollout: the rollout's groups split, in order, into this many equal
+    /// parts.
+    pub mini_batches: usize,
+    /// PPO clip ε.
+    pub clip_ratio: f64,
+    /// Entropy bonus: the loss subtracts `entropy_coef` × the token-mean entropy.
+    pub entropy_coef: f64,
+}
+
+impl Default for RlConfig {
+    fn default() -> Self {
+        Self {
+            reward: RewardKind::Token,
+            advantage: AdvantageKind::Rloo,
+            group_size: 4,
+            mini_batches: 1,
+            clip_ratio: 0.2,
+            entropy_coef: 0.0,
+        }
+    }
 }
 
 /// How the per-position entropies of a batch become one loss (`docs/method.md` §1).
@@ -214,6 +321,11 @@ pub struct RunConfig {
     pub keep_last: usize,
     /// Held-out validation (`None`: none).
     pub validation: Option<ValidationConfig>,
+    /// RL settings: `Some` for an EM-RL or baseline run ([`crate::rl::run_rl`]), `None` for
+    /// EM-FT. `steps` then counts rollouts, `batch_size` prompts per rollout, and
+    /// `micro_batch_size` rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rl: Option<RlConfig>,
 }
 
 impl Default for RunConfig {
@@ -244,6 +356,7 @@ impl Default for RunConfig {
             checkpoint_every: 0,
             keep_last: 2,
             validation: None,
+            rl: None,
         }
     }
 }
@@ -269,14 +382,78 @@ impl RunConfig {
         })
     }
 
-    /// The micro-batch size in effect.
+    /// Rows of one optimiser step: EM-FT's batch × samples, or one RL mini-batch.
+    pub fn rows_per_step(&self) -> usize {
+        match &self.rl {
+            Some(rl) => self.batch_size / rl.mini_batches.max(1) * rl.group_size,
+            None => self.batch_size * self.num_samples.max(1),
+        }
+    }
+
+    /// The micro-batch size in effect (rows per forward/backward).
     pub fn micro_batch(&self) -> usize {
-        self.micro_batch_size.unwrap_or(self.batch_size).max(1)
+        self.micro_batch_size.unwrap_or(self.rows_per_step()).max(1)
     }
 
     /// Whether the run samples its own responses (the data is prompts, not samples).
     pub fn is_online(&self) -> bool {
-        !matches!(self.data, DataSource::Samples { .. })
+        !matches!(
+            self.data,
+            DataSource::Samples { .. } | DataSource::Replay { .. }
+        )
+    }
+
+    /// Optimiser steps of the whole run (`steps` × mini-batches for RL).
+    pub fn optimizer_steps(&self) -> usize {
+        self.steps * self.rl.map_or(1, |rl| rl.mini_batches.max(1))
+    }
+
+    fn validate_rl(&self, rl: &RlConfig) -> Result<()> {
+        if rl.group_size < 2 {
+            return TrainError::invalid(
+                "rl.group_size",
+                rl.group_size,
+                "must be ≥ 2 (advantages compare a response with its group)",
+            );
+        }
+        if rl.mini_batches == 0 || !self.batch_size.is_multiple_of(rl.mini_batches) {
+            return TrainError::invalid(
+                "rl.mini_batches",
+                rl.mini_batches,
+                format!(
+                    "must be > 0 and divide batch_size ({}): mini-batches are whole groups",
+                    self.batch_size
+                ),
+            );
+        }
+        if !(rl.clip_ratio > 0.0 && rl.clip_ratio < 1.0) {
+            return TrainError::invalid("rl.clip_ratio", rl.clip_ratio, "must be in (0, 1)");
+        }
+        if !(rl.entropy_coef.is_finite() && rl.entropy_coef >= 0.0) {
+            return TrainError::invalid(
+                "rl.entropy_coef",
+                rl.entropy_coef,
+                "must be finite and ≥ 0",
+            );
+        }
+        match (&self.data, rl.reward) {
+            (DataSource::Samples { .. }, _) => TrainError::invalid(
+                "data.kind",
+                "samples",
+                "RL takes prompts (online) or `replay` rollouts, not EM-FT samples",
+            ),
+            (
+                DataSource::Prompts {
+                    answer_field: None, ..
+                },
+                RewardKind::Verifiable,
+            ) => TrainError::invalid(
+                "data.answer_field",
+                "none",
+                "the verifiable reward needs reference answers",
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// Checks every field's domain (files are checked when the data is read).
@@ -301,15 +478,24 @@ impl RunConfig {
         if self.batch_size == 0 {
             return TrainError::invalid("batch_size", 0, "must be > 0");
         }
+        if let Some(rl) = &self.rl {
+            self.validate_rl(rl)?;
+        } else if matches!(self.data, DataSource::Replay { .. }) {
+            return TrainError::invalid(
+                "data.kind",
+                "replay",
+                "replayed rollouts are for RL runs (EM-FT takes `samples`)",
+            );
+        }
         if let Some(m) = self.micro_batch_size
-            && (m == 0 || m > self.batch_size * self.num_samples.max(1))
+            && (m == 0 || m > self.rows_per_step())
         {
             return TrainError::invalid(
                 "micro_batch_size",
                 m,
                 format!(
-                    "must be in 1..={} (the rows of one batch)",
-                    self.batch_size * self.num_samples.max(1)
+                    "must be in 1..={} (the rows of one optimiser step)",
+                    self.rows_per_step()
                 ),
             );
         }

@@ -79,24 +79,7 @@ pub fn read_samples(
             line,
             message,
         };
-        let ids = |field: &str| -> Result<Vec<u32>> {
-            let Some(value) = map.get(field) else {
-                return Err(bad(format!("missing `{field}`")));
-            };
-            let Some(items) = value.as_array() else {
-                return Err(bad(format!("`{field}` must be an array of token ids")));
-            };
-            items
-                .iter()
-                .map(|v| match v.as_u64() {
-                    Some(id) if (id as usize) < vocab_size => Ok(id as u32),
-                    Some(id) => Err(bad(format!(
-                        "`{field}` has id {id}, outside the vocabulary of {vocab_size}"
-                    ))),
-                    None => Err(bad(format!("`{field}` has {v}, not a token id"))),
-                })
-                .collect()
-        };
+        let ids = |field: &str| token_ids(&map, field, vocab_size).map_err(bad);
         let text = |field: &str| -> Result<String> {
             match map.get(field) {
                 Some(serde_json::Value::String(s)) => Ok(s.clone()),
@@ -137,15 +120,144 @@ pub fn read_samples(
     Ok(samples)
 }
 
-/// Reads the prompt texts of a JSON Lines file from `field` (a string on every line).
+/// The token ids in `field` of a JSON object: an array of integers below `vocab_size`.
+fn token_ids(
+    map: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+    vocab_size: usize,
+) -> std::result::Result<Vec<u32>, String> {
+    let Some(value) = map.get(field) else {
+        return Err(format!("missing `{field}`"));
+    };
+    let Some(items) = value.as_array() else {
+        return Err(format!("`{field}` must be an array of token ids"));
+    };
+    items
+        .iter()
+        .map(|v| match v.as_u64() {
+            Some(id) if (id as usize) < vocab_size => Ok(id as u32),
+            Some(id) => Err(format!(
+                "`{field}` has id {id}, outside the vocabulary of {vocab_size}"
+            )),
+            None => Err(format!("`{field}` has {v}, not a token id")),
+        })
+        .collect()
+}
+
+/// One group of replayed rollouts: a prompt, its `group_size` responses, and optionally the
+/// reference answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayGroup {
+    /// The prompt's ids.
+    pub prompt_ids: Vec<u32>,
+    /// The responses' ids (each non-empty).
+    pub responses: Vec<Vec<u32>>,
+    /// The reference answer, when the lines carry one (`"answer"`, string or number).
+    pub answer: Option<String>,
+}
+
+/// Reads a replay file: `{"prompt_ids": [...], "response_ids": [...]}` lines (optional
+/// `"answer"`), in groups of exactly `group_size` consecutive lines with identical
+/// `prompt_ids` (and answers).
+///
+/// # Errors
+/// [`TrainError::Data`] naming the line for a bad field, a group whose prompt changes before
+/// `group_size` lines, or a last group that is short; [`TrainError::NoData`] for an empty file.
+pub fn read_replay(path: &Path, group_size: usize, vocab_size: usize) -> Result<Vec<ReplayGroup>> {
+    let lines = read_jsonl(path)?;
+    let mut groups: Vec<ReplayGroup> = Vec::new();
+    let mut last_line = 0;
+    for (i, (line, map)) in lines.iter().enumerate() {
+        last_line = *line;
+        let bad = |message: String| TrainError::Data {
+            path: path.to_path_buf(),
+            line: *line,
+            message,
+        };
+        let prompt_ids = token_ids(map, "prompt_ids", vocab_size).map_err(bad)?;
+        let response = token_ids(map, "response_ids", vocab_size).map_err(bad)?;
+        if prompt_ids.is_empty() || response.is_empty() {
+            return Err(bad("empty prompt or response".into()));
+        }
+        let answer = match map.get("answer") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            Some(other) => return Err(bad(format!("`answer` must be a string, got {other}"))),
+        };
+        if i % group_size == 0 {
+            groups.push(ReplayGroup {
+                prompt_ids,
+                responses: vec![response],
+                answer,
+            });
+            continue;
+        }
+        let Some(group) = groups.last_mut() else {
+            continue;
+        };
+        if group.prompt_ids != prompt_ids || group.answer != answer {
+            return Err(bad(format!(
+                "line {} of a group of {group_size} has another prompt or answer than the group's first line",
+                i % group_size + 1
+            )));
+        }
+        group.responses.push(response);
+    }
+    if let Some(group) = groups.last()
+        && group.responses.len() != group_size
+    {
+        return Err(TrainError::Data {
+            path: path.to_path_buf(),
+            line: last_line,
+            message: format!(
+                "the last group has {} lines; groups have exactly {group_size}",
+                group.responses.len()
+            ),
+        });
+    }
+    if groups.is_empty() {
+        return Err(TrainError::NoData(format!(
+            "{} has no rollouts",
+            path.display()
+        )));
+    }
+    Ok(groups)
+}
+
+/// Reads the prompt texts of a JSON Lines file from `field` (a string on every line) and, with
+/// `answer_field`, each line's reference answer (a string or a number).
 ///
 /// # Errors
 /// [`TrainError::Data`] naming the line; [`TrainError::NoData`] for an empty file.
-pub fn read_prompts(path: &Path, field: &str) -> Result<Vec<String>> {
+pub fn read_prompts(
+    path: &Path,
+    field: &str,
+    answer_field: Option<&str>,
+) -> Result<Vec<(String, Option<String>)>> {
     let mut prompts = Vec::new();
     for (line, map) in read_jsonl(path)? {
+        let answer = match answer_field {
+            None => None,
+            Some(a) => Some(match map.get(a) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                other => {
+                    return Err(TrainError::Data {
+                        path: path.to_path_buf(),
+                        line,
+                        message: match other {
+                            None => format!("missing `{a}`"),
+                            Some(v) => format!("`{a}` must be a string or a number, got {v}"),
+                        },
+                    });
+                }
+            }),
+        };
         match map.get(field) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => prompts.push(s.clone()),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => {
+                prompts.push((s.clone(), answer))
+            }
             other => {
                 return Err(TrainError::Data {
                     path: path.to_path_buf(),
@@ -171,6 +283,9 @@ pub fn read_prompts(path: &Path, field: &str) -> Result<Vec<String>> {
 /// positions `(step−1)·batch …` of the endless sequence of epochs, each epoch in order or, with
 /// `shuffle`, permuted by a seed derived from it and the epoch number.
 pub fn batch_indices(n: usize, batch: usize, step: usize, shuffle: Option<u64>) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
     let start = (step.max(1) - 1) * batch;
     let mut epoch_cache: Option<(usize, Vec<usize>)> = None;
     (start..start + batch)

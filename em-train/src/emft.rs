@@ -64,14 +64,14 @@ impl BatchStats {
 
 /// One right-padded micro-batch: ids, the next token at every position, and the response
 /// positions of each row.
-struct Rows {
-    ids: Tensor<2, Int>,
-    layout: BatchLayout,
-    next_ids: Vec<Vec<u32>>,
-    positions: Vec<Range<usize>>,
+pub(crate) struct Rows {
+    pub(crate) ids: Tensor<2, Int>,
+    pub(crate) layout: BatchLayout,
+    pub(crate) next_ids: Vec<Vec<u32>>,
+    pub(crate) positions: Vec<Range<usize>>,
 }
 
-fn rows(samples: &[Sample], device: &burn::tensor::Device) -> Rows {
+pub(crate) fn rows(samples: &[Sample], device: &burn::tensor::Device) -> Rows {
     let lengths: Vec<usize> = samples.iter().map(Sample::len).collect();
     let width = lengths.iter().copied().max().unwrap_or(1);
     let mut flat = Vec::with_capacity(samples.len() * width);
@@ -101,7 +101,7 @@ fn rows(samples: &[Sample], device: &burn::tensor::Device) -> Rows {
     }
 }
 
-fn host(t: Tensor<2>) -> Result<Vec<Vec<f64>>> {
+pub(crate) fn host(t: Tensor<2>) -> Result<Vec<Vec<f64>>> {
     let [b, s] = t.dims();
     let v = t
         .into_data()
@@ -109,14 +109,6 @@ fn host(t: Tensor<2>) -> Result<Vec<Vec<f64>>> {
         .try_to_vec::<f64>()
         .map_err(TrainError::Tensor)?;
     Ok((0..b).map(|i| v[i * s..(i + 1) * s].to_vec()).collect())
-}
-
-/// The k3 estimator of KL(π‖π_ref) from a log-prob and the reference's: Δ = ref − lp,
-/// Δ clamped to [−20, 20], `exp(Δ) − Δ − 1` clamped to [−10, 10] (em-core's [`em_core::k3_kl`], here on the host for
-/// reporting).
-fn k3_host(lp: f64, ref_lp: f64) -> f64 {
-    let d = (ref_lp - lp).clamp(-20.0, 20.0);
-    (d.exp() - d - 1.0).clamp(-10.0, 10.0)
 }
 
 /// The EM-FT gradients of `samples` (one optimiser step's batch) for a trainable `model`, and
@@ -198,7 +190,7 @@ pub fn em_ft_grads(
             for t in range.clone() {
                 stats.entropy_sum += out.entropy[b][t];
                 if let Some(ref_host) = &ref_host {
-                    stats.kl_sum += k3_host(out.log_probs[b][t], ref_host[b][t]);
+                    stats.kl_sum += em_core::reference::k3_kl(out.log_probs[b][t], ref_host[b][t]);
                 }
             }
         }

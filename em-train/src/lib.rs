@@ -44,13 +44,18 @@ pub mod emft;
 pub mod error;
 pub mod metrics;
 pub mod optim;
+pub mod rl;
 pub mod trainer;
 
-pub use config::{DataSource, OptimizerConfig, Reduction, RunConfig, Schedule, ValidationConfig};
+pub use config::{
+    AdvantageKind, DataSource, OptimizerConfig, Reduction, RewardKind, RlConfig, RunConfig,
+    Schedule, ValidationConfig,
+};
 pub use data::Sample;
 pub use em_core;
 pub use emft::{BatchStats, EmFtLoss, em_ft_grads};
 pub use error::{Result, TrainError};
 pub use metrics::StepMetrics;
 pub use optim::{AdamW, Update};
+pub use rl::{BuiltinReward, GroupPrompt, Response, Reward, advantages, run_rl};
 pub use trainer::{Engine, Event, RunSummary, ValidationReport, run_em_ft};

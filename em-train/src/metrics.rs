@@ -53,6 +53,30 @@ pub struct StepMetrics {
     /// Mean token k3 KL to the initial model (runs with a KL term).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl: Option<f64>,
+    /// RL: the rollout this optimiser step belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<usize>,
+    /// RL: mean reward of the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_mean: Option<f64>,
+    /// RL: standard deviation of the rollout's rewards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_std: Option<f64>,
+    /// RL: mean |advantage| over the rollout's responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advantage_abs_mean: Option<f64>,
+    /// RL: groups of the rollout with a non-zero advantage (not all rewards equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonzero_advantage_groups: Option<usize>,
+    /// RL: the policy-gradient (PPO-clip) part of the loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_loss: Option<f64>,
+    /// RL: share of tokens where the clipped term was the active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_fraction: Option<f64>,
+    /// RL: token mean of π/π_old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_mean: Option<f64>,
     /// Held-out accuracy (greedy), when validated at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_accuracy: Option<f64>,
@@ -125,10 +149,17 @@ impl MetricsLog {
             .collect();
         let mut text = String::new();
         for m in &kept {
-            text.push_str(&serde_json::to_string(m).unwrap_or_default());
+            text.push_str(&self.line(m)?);
             text.push('\n');
         }
         crate::checkpoint::write_atomic(&self.path, text.as_bytes())
+    }
+
+    fn line(&self, metrics: &StepMetrics) -> Result<String> {
+        serde_json::to_string(metrics).map_err(|source| TrainError::Json {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Appends one line and flushes it.
@@ -141,7 +172,7 @@ impl MetricsLog {
             .append(true)
             .open(&self.path)
             .map_err(io(&self.path))?;
-        let line = serde_json::to_string(metrics).unwrap_or_default();
+        let line = self.line(metrics)?;
         writeln!(file, "{line}").map_err(io(&self.path))?;
         file.flush().map_err(io(&self.path))
     }
@@ -151,8 +182,9 @@ impl MetricsLog {
 type Series = (&'static str, fn(&StepMetrics) -> Option<f64>);
 
 /// The plotted series, EM-FT's and (when present) EM-RL's.
-pub const SERIES: [Series; 7] = [
+pub const SERIES: [Series; 8] = [
     ("loss", |m| m.loss),
+    ("reward (mean over the rollout)", |m| m.reward_mean),
     ("entropy (nats/token)", |m| m.entropy),
     ("response length (tokens)", |m| m.response_len),
     ("grad norm (before clipping)", |m| m.grad_norm),

@@ -151,8 +151,7 @@ impl AdamW {
     }
 
     /// Writes the moments to `path` (safetensors, f32, HF layout): `<name>.exp_avg` and
-    /// `<name>.exp_avg_sq` per parameter of `model` that has them, with the step count in the
-    /// metadata (`step`).
+    /// `<name>.exp_avg_sq` per parameter of `model` that has them.
     ///
     /// # Errors
     /// [`TrainError::Model`] for a failed write.
@@ -171,10 +170,9 @@ impl AdamW {
                 });
             }
         }
-        let metadata = HashMap::from([
-            ("format".to_string(), "em-train-adamw".to_string()),
-            ("step".to_string(), self.steps.to_string()),
-        ]);
+        // One metadata key: safetensors writes a map's keys in hash order, and a checkpoint's
+        // bytes should depend on its contents only (the step count is in trainer_state.json).
+        let metadata = HashMap::from([("format".to_string(), "em-train-adamw".to_string())]);
         em_models::write_safetensors(path, tensors, DType::F32, metadata)?;
         Ok(())
     }
@@ -183,8 +181,8 @@ impl AdamW {
     /// `steps` steps in.
     ///
     /// # Errors
-    /// [`TrainError::Model`] for a missing, corrupt or mis-shaped tensor; a checkpoint with
-    /// moments for only some parameters is [`TrainError::Checkpoint`].
+    /// [`TrainError::Model`] for a corrupt or mis-shaped tensor; [`TrainError::Checkpoint`]
+    /// naming a parameter without both moments.
     pub fn load<M: Module>(
         config: OptimizerConfig,
         model: &M,
@@ -202,8 +200,14 @@ impl AdamW {
                 format!("{}.exp_avg", p.name),
                 format!("{}.exp_avg_sq", p.name),
             );
-            if !file.contains(&m_name) && !file.contains(&v_name) {
-                continue;
+            if !file.contains(&m_name) || !file.contains(&v_name) {
+                // Every parameter gets a gradient in em-train's objectives, so after a step
+                // every parameter has moments: a missing one is a damaged file, and zeros in
+                // its place would silently change the run.
+                return Err(TrainError::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!("no optimiser moments for {}", p.name),
+                });
             }
             let read = |name: &str| -> Result<Tensor<1>> {
                 let hf = p.hf_shape();
@@ -223,12 +227,6 @@ impl AdamW {
                     v: read(&v_name)?,
                 },
             );
-        }
-        if out.moments.is_empty() {
-            return Err(TrainError::Checkpoint {
-                path: path.to_path_buf(),
-                message: "no optimiser moments for any parameter of the model".into(),
-            });
         }
         Ok(out)
     }

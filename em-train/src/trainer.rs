@@ -83,6 +83,8 @@ pub struct Engine {
     pub optimizer: AdamW,
     /// Optimiser steps done.
     pub step: usize,
+    /// Iterations done: EM-FT steps (= `step`) or RL rollouts.
+    pub iteration: usize,
     /// The checkpoint resumed from.
     pub resumed_from: Option<PathBuf>,
     /// The metrics file.
@@ -99,8 +101,18 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The prompt settings of the run as em-eval's prompt builder takes them (chat template,
+/// system prompt).
+pub(crate) fn eval_options(run: &RunConfig) -> em_eval::EvalOptions {
+    em_eval::EvalOptions {
+        chat: run.chat,
+        math_system_prompt: run.system_prompt.clone(),
+        ..em_eval::EvalOptions::default()
+    }
+}
+
 /// Loads a benchmark's problems from em-grade's shipped data.
-fn load_bench(name: &str, field: &str) -> Result<Vec<Problem>> {
+pub(crate) fn load_bench(name: &str, field: &str) -> Result<Vec<Problem>> {
     let Some(bench) = Benchmark::from_name(name) else {
         return TrainError::invalid(field, name, "unknown benchmark");
     };
@@ -126,7 +138,7 @@ impl Engine {
         }
         std::fs::create_dir_all(out).map_err(io(out))?;
         let options = LoadOptions::default();
-        let (model, config, optimizer, step, resumed_from) = match checkpoints.last() {
+        let (model, config, optimizer, step, iteration, resumed_from) = match checkpoints.last() {
             Some((_, dir)) if resume => {
                 checkpoint::check_same_run(dir, run)?;
                 let state: TrainerState =
@@ -140,7 +152,18 @@ impl Engine {
                     state.step as u64,
                 )?;
                 metrics.truncate_to(state.step)?;
-                (model, config, optimizer, state.step, Some(dir.clone()))
+                // A kill between the checkpoint's rename and best.json's update loses nothing.
+                checkpoint::update_best(out, &state)?;
+                checkpoint::prune(out, run.keep_last)?;
+                let iteration = state.rollout.unwrap_or(state.step);
+                (
+                    model,
+                    config,
+                    optimizer,
+                    state.step,
+                    iteration,
+                    Some(dir.clone()),
+                )
             }
             _ => {
                 if metrics.path().exists() {
@@ -149,7 +172,7 @@ impl Engine {
                 }
                 let config = Qwen2Config::from_file(run.model.join("config.json"))?;
                 let model = Qwen2ForCausalLM::from_dir(&run.model, device, &options)?.train();
-                (model, config, AdamW::new(run.optimizer), 0, None)
+                (model, config, AdamW::new(run.optimizer), 0, 0, None)
             }
         };
         let tokenizer = if run.model.join("tokenizer.json").exists() {
@@ -161,8 +184,25 @@ impl Engine {
             Some(v) => {
                 let mut problems = load_bench(&v.bench, "validation.bench")?;
                 problems.truncate(v.limit);
-                if tokenizer.is_none() {
+                let Some(tokenizer) = &tokenizer else {
                     return Err(TrainError::NeedsTokenizer("validation"));
+                };
+                // A problem whose prompt leaves no room for an answer cannot be validated on.
+                let options = eval_options(run);
+                for p in &problems {
+                    let len = tokenizer
+                        .encode(
+                            &em_eval::runner::prompt_text(tokenizer, p, &options)?,
+                            false,
+                        )?
+                        .len();
+                    if len >= config.max_position_embeddings {
+                        return Err(TrainError::TooLong {
+                            what: format!("validation problem {}", p.id),
+                            len,
+                            context: config.max_position_embeddings,
+                        });
+                    }
                 }
                 Some(Validation {
                     config: v.clone(),
@@ -179,6 +219,7 @@ impl Engine {
             tokenizer,
             optimizer,
             step,
+            iteration,
             resumed_from,
             metrics,
             validation,
@@ -194,11 +235,11 @@ impl Engine {
         }
     }
 
-    /// The learning rate of step `step` (1-based).
+    /// The learning rate of optimiser step `step` (1-based).
     pub fn lr(&self, step: usize) -> f64 {
         self.run
             .schedule
-            .lr(self.run.optimizer.lr, step, self.run.steps)
+            .lr(self.run.optimizer.lr, step, self.run.optimizer_steps())
     }
 
     /// One optimiser step with `grads` (step `self.step + 1`).
@@ -215,17 +256,19 @@ impl Engine {
         Ok(update)
     }
 
-    /// Whether validation runs after `step` (0 included).
+    /// Whether validation runs after iteration `step` (0 included).
     pub fn validates_at(&self, step: usize) -> bool {
         self.validation.as_ref().is_some_and(|v| {
             step == 0 || step.is_multiple_of(v.config.every) || step == self.run.steps
         })
     }
 
-    /// Whether a checkpoint is written after `step`.
+    /// Whether a checkpoint is written after iteration `step`: every `checkpoint_every`, at
+    /// every validation (so that the best on validation is a checkpoint) and at the end.
     pub fn checkpoints_at(&self, step: usize) -> bool {
         step == self.run.steps
             || (self.run.checkpoint_every > 0 && step.is_multiple_of(self.run.checkpoint_every))
+            || (step > 0 && self.validates_at(step))
     }
 
     /// Greedy answers to the validation problems from the current weights, graded.
@@ -238,11 +281,7 @@ impl Engine {
         };
         let model = self.model.valid();
         let generator = Generator::new(&model, tokenizer);
-        let options = em_eval::EvalOptions {
-            chat: self.run.chat,
-            math_system_prompt: self.run.system_prompt.clone(),
-            ..em_eval::EvalOptions::default()
-        };
+        let options = eval_options(&self.run);
         let sandbox = SandboxConfig::default();
         let (mut correct, mut entropy, mut tokens) = (0usize, 0.0, 0usize);
         for chunk in v.problems.chunks(v.config.batch_size) {
@@ -290,7 +329,10 @@ impl Engine {
         })?;
         checkpoint::update_best(&self.out, state)?;
         checkpoint::prune(&self.out, self.run.keep_last)?;
-        write_plot(&self.out)?;
+        // The plot is a view of metrics.jsonl: failing to draw it must not stop training.
+        if let Err(e) = write_plot(&self.out) {
+            tracing::warn!("metrics plot not written: {e}");
+        }
         Ok(dir)
     }
 }
@@ -337,22 +379,20 @@ fn load_items(engine: &Engine) -> Result<(Items, usize)> {
             let texts: Vec<String> = match source {
                 DataSource::Bench { name } => {
                     let held_out = engine.validation_ids(name);
-                    let options = em_eval::EvalOptions {
-                        chat: run.chat,
-                        math_system_prompt: run.system_prompt.clone(),
-                        ..em_eval::EvalOptions::default()
-                    };
+                    let options = eval_options(run);
                     load_bench(name, "data.name")?
                         .iter()
                         .filter(|p| !held_out.contains(&p.id))
                         .map(|p| em_eval::runner::prompt_text(tokenizer, p, &options))
                         .collect::<std::result::Result<_, _>>()?
                 }
-                DataSource::Prompts { path, field } => data::read_prompts(path, field)?
+                DataSource::Prompts { path, field, .. } => data::read_prompts(path, field, None)?
                     .iter()
-                    .map(|p| tokenizer.prompt_text(p, run.chat, Some(&run.system_prompt)))
+                    .map(|(p, _)| tokenizer.prompt_text(p, run.chat, Some(&run.system_prompt)))
                     .collect::<std::result::Result<_, _>>()?,
-                DataSource::Samples { .. } => unreachable!("handled above"),
+                DataSource::Samples { .. } | DataSource::Replay { .. } => {
+                    return TrainError::invalid("data.kind", "replay", "EM-FT takes samples");
+                }
             };
             let limit = run.max_prompt_len.min(context.saturating_sub(1));
             let mut prompts = Vec::with_capacity(texts.len());
@@ -381,7 +421,7 @@ fn load_items(engine: &Engine) -> Result<(Items, usize)> {
     };
     if items.len() == 0 {
         return Err(TrainError::NoData(format!(
-            "no prompt fits max_prompt_len {} ({skipped} skipped)",
+            "no prompts left ({skipped} longer than max_prompt_len {}, validation problems held out)",
             run.max_prompt_len
         )));
     }
@@ -452,6 +492,9 @@ pub fn run_em_ft(
     device: &Device,
     mut on_event: impl FnMut(&Event<'_>) -> ControlFlow<()>,
 ) -> Result<RunSummary> {
+    if run.rl.is_some() {
+        return TrainError::invalid("rl", "set", "an RL run goes through em_train::rl::run_rl");
+    }
     let mut engine = Engine::open(run, out, resume, device)?;
     let (items, skipped_prompts) = load_items(&engine)?;
     let reference = if run.kl_coef > 0.0 {
@@ -505,6 +548,7 @@ pub fn run_em_ft(
         let train_started = Instant::now();
         let (grads, stats) = em_ft_grads(&engine.model, reference.as_ref(), &samples, &loss, step)?;
         let update = engine.apply(&grads)?;
+        engine.iteration = step;
         drop(grads);
         let train_time = train_started.elapsed().as_secs_f64();
         let time = started.elapsed().as_secs_f64();
@@ -542,6 +586,7 @@ pub fn run_em_ft(
                 next_lr: engine.lr(step + 1),
                 val_accuracy: validation.map(|v| v.accuracy),
                 skipped_prompts,
+                rollout: None,
             };
             last_checkpoint = engine.save_checkpoint(&state)?;
             stop(on_event(&Event::Checkpoint(&last_checkpoint)), step)?;
@@ -555,7 +600,7 @@ pub fn run_em_ft(
     })
 }
 
-fn add_validation(line: &mut StepMetrics, report: Option<ValidationReport>) {
+pub(crate) fn add_validation(line: &mut StepMetrics, report: Option<ValidationReport>) {
     if let Some(v) = report {
         line.val_accuracy = Some(v.accuracy);
         line.val_entropy = Some(v.entropy);

@@ -2,6 +2,8 @@
 //! function here, so the examples' logic is tested with the rest of the workspace.
 #![warn(missing_docs)]
 
+pub mod train_args;
+
 use std::fmt::{self, Write as _};
 
 use std::time::Instant;

@@ -94,10 +94,16 @@ fn text_samples_encode_without_special_tokens_or_eos() {
 #[test]
 fn prompts_file_reads_the_field() {
     let (_d, path) = write("{\"problem\": \"a\"}\n{\"problem\": \"b\", \"x\": 1}\n");
-    assert_eq!(read_prompts(&path, "problem").unwrap(), vec!["a", "b"]);
+    let read = read_prompts(&path, "problem", None).unwrap();
+    assert_eq!(read, vec![("a".to_string(), None), ("b".to_string(), None)]);
+    let (_d, path) =
+        write("{\"problem\": \"a\", \"answer\": 4.5}\n{\"problem\": \"b\", \"answer\": \"x\"}\n");
+    let read = read_prompts(&path, "problem", Some("answer")).unwrap();
+    assert_eq!(read[0].1.as_deref(), Some("4.5"));
+    assert_eq!(read[1].1.as_deref(), Some("x"));
     let (_d, path) = write("{\"problem\": \"a\"}\n{\"question\": \"b\"}\n");
     assert!(matches!(
-        read_prompts(&path, "problem"),
+        read_prompts(&path, "problem", None),
         Err(TrainError::Data { line: 2, .. })
     ));
 }

@@ -8,4 +8,6 @@ mod config;
 mod data;
 mod oracle;
 #[cfg(feature = "flex")]
+mod rl;
+#[cfg(feature = "flex")]
 mod run;

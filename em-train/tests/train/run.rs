@@ -53,6 +53,7 @@ fn online_run(model: PathBuf, prompts: PathBuf) -> RunConfig {
         data: DataSource::Prompts {
             path: prompts,
             field: "problem".into(),
+            answer_field: None,
         },
         chat: false,
         steps: 4,
@@ -65,8 +66,15 @@ fn online_run(model: PathBuf, prompts: PathBuf) -> RunConfig {
             lr: 1e-2,
             ..OptimizerConfig::default()
         },
+        // Everything a resume must restore: the schedule's position, the reference for the KL
+        // term, pruning of old checkpoints.
+        schedule: em_train::Schedule::WarmupCosine {
+            warmup_steps: 1,
+            min_lr: 1e-3,
+        },
+        kl_coef: 0.1,
         checkpoint_every: 2,
-        keep_last: 3,
+        keep_last: 1,
         ..RunConfig::default()
     }
 }
@@ -105,8 +113,15 @@ fn killed_run_resumes_to_the_same_weights_bit_for_bit() {
     assert!(killed.join("checkpoint-2").is_dir());
     assert!(!killed.join("checkpoint-3").exists());
     assert_eq!(MetricsLog::new(&killed).read().unwrap().len(), 3);
-    // A half-written checkpoint from a kill during a save is never resumed from.
-    std::fs::create_dir_all(killed.join(".checkpoint-4.partial")).unwrap();
+    // A half-written checkpoint from a kill during a save is never resumed from, even with
+    // its state file written.
+    let partial = killed.join(".checkpoint-4.partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::copy(
+        killed.join("checkpoint-2/trainer_state.json"),
+        partial.join("trainer_state.json"),
+    )
+    .unwrap();
 
     // Without --resume the directory is refused; with it the run continues from step 2.
     assert!(matches!(
@@ -347,6 +362,7 @@ fn bad_input_is_a_typed_error_and_writes_nothing() {
         data: DataSource::Prompts {
             path: prompts_file(dir.path()),
             field: "problem".into(),
+            answer_field: None,
         },
         ..run
     };
@@ -367,4 +383,31 @@ fn bad_input_is_a_typed_error_and_writes_nothing() {
         Err(TrainError::InvalidConfig { .. })
     ));
     assert!(!dir.path().join("bad").exists());
+}
+
+#[test]
+fn best_is_the_highest_accuracy_and_the_earliest_on_a_tie() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = |step, val_accuracy| TrainerState {
+        step,
+        data_epoch: 0,
+        data_position: 0,
+        shuffle_seed: None,
+        rollout_seed: 0,
+        next_lr: 0.0,
+        val_accuracy,
+        skipped_prompts: 0,
+        rollout: None,
+    };
+    let best = |s| {
+        em_train::checkpoint::update_best(dir.path(), &s)
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(best(state(1, Some(0.25))).step, 1);
+    assert_eq!(best(state(2, Some(0.5))).step, 2);
+    assert_eq!(best(state(3, Some(0.5))).step, 2, "a tie keeps the earlier");
+    assert_eq!(best(state(4, None)).step, 2, "no validation, no change");
+    assert_eq!(best(state(5, Some(0.25))).step, 2);
+    assert_eq!(best(state(6, Some(0.75))).checkpoint, "checkpoint-6");
 }
