@@ -9,5 +9,6 @@ mod data;
 mod oracle;
 #[cfg(feature = "flex")]
 mod rl;
+mod rl_oracle;
 #[cfg(feature = "flex")]
 mod run;
