@@ -25,6 +25,9 @@ pub struct NamedParam {
     /// Its gradient, flattened, when the walk was given [`Gradients`] that hold one
     /// ([`named_grads`]).
     pub grad: Option<Tensor<1>>,
+    /// Whether autodiff tracks it (false for every parameter of an inference view, and for the
+    /// frozen base weights of a LoRA model).
+    pub trainable: bool,
 }
 
 impl NamedParam {
@@ -83,17 +86,28 @@ impl ModuleVisitor for Walk<'_> {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let name = self
-            .path
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(".");
-        let transposed = D == 2
-            && self
-                .path
-                .last()
-                .is_some_and(|(n, container)| n == "weight" && container == "Struct:Linear");
+        let names: Vec<&str> = self.path.iter().map(|(n, _)| n.as_str()).collect();
+        // A LoRA adapter (burn's `Lora` reparameterization) of `<module>.weight` is visited as
+        // `<module>.weight.lora.{a,b}`; it takes PEFT's names, `<module>.lora_A.weight` and
+        // `<module>.lora_B.weight`, and PEFT's layout: burn's `a: [in, r]` and `b: [r, out]`
+        // are PEFT's `lora_A: [r, in]` and `lora_B: [out, r]` transposed.
+        let lora = match names.as_slice() {
+            [prefix @ .., "weight", "lora", part @ ("a" | "b")] => Some((prefix.join("."), *part)),
+            _ => None,
+        };
+        let (name, transposed) = match lora {
+            Some((prefix, part)) => (
+                format!("{prefix}.lora_{}.weight", part.to_uppercase()),
+                true,
+            ),
+            None => (
+                names.join("."),
+                D == 2
+                    && self.path.last().is_some_and(|(n, container)| {
+                        n == "weight" && container == "Struct:Linear"
+                    }),
+            ),
+        };
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
         let numel: usize = shape.iter().product();
@@ -101,6 +115,7 @@ impl ModuleVisitor for Walk<'_> {
             .grads
             .and_then(|grads| tensor.grad(grads))
             .map(|g| g.reshape([numel]));
+        let trainable = tensor.is_require_grad();
         self.out.push(NamedParam {
             name,
             id: param.id,
@@ -108,6 +123,7 @@ impl ModuleVisitor for Walk<'_> {
             shape,
             transposed,
             grad,
+            trainable,
         });
     }
 }

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::DType;
 use safetensors::{Dtype, View};
 
@@ -221,7 +222,9 @@ impl Qwen2ForCausalLM {
         dtype: DType,
         max_shard_size: u64,
     ) -> Result<()> {
-        let params = named_params(self);
+        // The effective weights: a LoRA adapter is merged into its base weight (a no-op for a
+        // model without reparameterized parameters).
+        let params = named_params(&self.valid().materialize());
         // Shards in module order, each up to the limit.
         let mut shards: Vec<Vec<NamedParam>> = vec![Vec::new()];
         let mut current = 0u64;

@@ -283,14 +283,19 @@ impl Qwen2ForCausalLM {
             host_f64(d.d_log_probs.inner())?,
             host_f64(d.d_entropy.inner())?,
         );
-        let (grad_hidden, grad_head) = self.head_grads(hidden, &sel, options, &d_lp, &d_h);
+        let head_trainable = self.head_weight().is_require_grad();
+        let (grad_hidden, grad_head) =
+            self.head_grads(hidden, &sel, options, &d_lp, &d_h, head_trainable);
         let mut grads = ParamGrads::new();
         let head_id = match &self.lm_head {
             Some(lm_head) => lm_head.weight.id,
             None => self.model.embed_tokens.weight.id,
         };
-        let numel = grad_head.dims().iter().product::<usize>();
-        grads.add(head_id, grad_head.reshape([numel]));
+        // A frozen head (LoRA) gets no gradient, and its `[hidden, vocab]` product is skipped.
+        if let Some(grad_head) = grad_head {
+            let numel = grad_head.dims().iter().product::<usize>();
+            grads.add(head_id, grad_head.reshape([numel]));
+        }
         let top = x.autodiff().require_grad();
         let normed = self.model.norm.forward(top.clone());
         let width = normed.dims()[2];
@@ -308,7 +313,8 @@ impl Qwen2ForCausalLM {
             grads.accumulate(layer, &layer_grads);
             upstream = input.grad(&layer_grads).map(Tensor::inner);
         }
-        if let Some(g) = upstream {
+        if let Some(g) = upstream.filter(|_| self.model.embed_tokens.weight.val().is_require_grad())
+        {
             let embedded = self.model.embed_tokens.forward(ids);
             let embed_grads = (embedded * g).sum().backward();
             grads.accumulate(&self.model.embed_tokens, &embed_grads);
@@ -414,10 +420,12 @@ impl Qwen2ForCausalLM {
         let d_lp = host_f64(d_log_probs.inner())?;
         let d_h = host_f64(d_entropy.inner())?;
         let (grad_hidden, grad_head) =
-            self.head_grads(hidden.clone().inner(), &sel, options, &d_lp, &d_h);
+            self.head_grads(hidden.clone().inner(), &sel, options, &d_lp, &d_h, true);
         let body = (hidden.reshape([batch * seq, width]) * grad_hidden).sum();
-        let head_term = (self.head_weight() * grad_head).sum();
-        Ok(body + head_term)
+        Ok(match grad_head {
+            Some(grad_head) => body + (self.head_weight() * grad_head).sum(),
+            None => body,
+        })
     }
 
     /// `∂L/∂hidden` (`[batch·seq, hidden]`) and `∂L/∂W` of the head weight as stored, from the
@@ -430,7 +438,8 @@ impl Qwen2ForCausalLM {
         options: &HeadOptions,
         d_lp: &[f64],
         d_h: &[f64],
-    ) -> (Tensor<2>, Tensor<2>) {
+        with_head: bool,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
         let [batch, seq, width] = hidden.dims();
         let weight_dtype = self.dtype();
         let compute = self.compute_dtype();
@@ -461,23 +470,23 @@ impl Qwen2ForCausalLM {
             let d_logits =
                 (onehot_minus_p * c_lp + chunk.parts.entropy_grad() * c_h).cast(weight_dtype);
             let h = chunk.hidden;
-            let (d_h_chunk, d_w) = match &self.lm_head {
+            let d_h_chunk = match &self.lm_head {
                 // z = h · Eᵀ with E `[vocab, hidden]`.
-                None => (
-                    d_logits.clone().matmul(head.clone()),
-                    d_logits.transpose().matmul(h),
-                ),
+                None => d_logits.clone().matmul(head.clone()),
                 // z = h · W with W `[hidden, vocab]`.
-                Some(_) => (
-                    d_logits.clone().matmul(head.clone().transpose()),
-                    h.transpose().matmul(d_logits),
-                ),
+                Some(_) => d_logits.clone().matmul(head.clone().transpose()),
             };
+            if with_head {
+                let d_w = match &self.lm_head {
+                    None => d_logits.transpose().matmul(h),
+                    Some(_) => h.transpose().matmul(d_logits),
+                };
+                grad_head = grad_head + d_w;
+            }
             grad_hidden =
                 grad_hidden.select_assign(0, chunk.rows, d_h_chunk, IndexingUpdateOp::Add);
-            grad_head = grad_head + d_w;
         }
-        (grad_hidden, grad_head)
+        (grad_hidden, with_head.then_some(grad_head))
     }
 
     /// Steps 1-3 of the [module docs](crate::train): computes [`HeadStats`] at `positions` of

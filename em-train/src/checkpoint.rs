@@ -146,6 +146,28 @@ pub struct Save<'a> {
     pub run: &'a RunConfig,
 }
 
+impl Save<'_> {
+    /// Writes the weights into `dir`: the model (`save_pretrained`, adapters merged) unless
+    /// LoRA without `merge_on_save`, and the adapters with LoRA.
+    fn weights(&self, dir: &Path) -> Result<()> {
+        let lora = self.run.lora.as_ref();
+        if lora.is_none_or(|l| l.merge_on_save) {
+            self.model.save_pretrained(
+                self.config,
+                self.source_dir,
+                dir,
+                &SaveOptions::default(),
+            )?;
+        } else {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        if let Some(lora) = lora {
+            crate::lora::save(self.model, lora, &self.run.model, dir)?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes the checkpoint of `save.state`'s iteration atomically and returns its directory.
 ///
 /// # Errors
@@ -158,12 +180,7 @@ pub fn save(save: &Save<'_>) -> Result<PathBuf> {
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     }
-    save.model.save_pretrained(
-        save.config,
-        save.source_dir,
-        &partial,
-        &SaveOptions::default(),
-    )?;
+    save.weights(&partial)?;
     save.optimizer
         .save(save.model, &partial.join(OPTIMIZER_FILE))?;
     let run_path = partial.join(RUN_FILE);

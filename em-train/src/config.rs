@@ -239,6 +239,30 @@ impl Schedule {
     }
 }
 
+/// LoRA adapters on the `*_proj.weight` linears ([`crate::lora`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraConfig {
+    /// Rank r.
+    pub rank: usize,
+    /// Scale numerator: the update is `alpha / r · B·A`.
+    pub alpha: f64,
+    /// Also write the merged model (`save_pretrained` files) into every checkpoint, so that it
+    /// loads as a plain checkpoint; otherwise checkpoints hold the adapters (PEFT layout) and
+    /// the base stays `model`.
+    pub merge_on_save: bool,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            rank: 16,
+            alpha: 32.0,
+            merge_on_save: false,
+        }
+    }
+}
+
 /// Held-out validation: greedy answers graded against labels (the only place labels are used).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -326,6 +350,9 @@ pub struct RunConfig {
     /// `micro_batch_size` rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rl: Option<RlConfig>,
+    /// Train LoRA adapters instead of every weight (`None`: full fine-tuning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for RunConfig {
@@ -357,6 +384,7 @@ impl Default for RunConfig {
             keep_last: 2,
             validation: None,
             rl: None,
+            lora: None,
         }
     }
 }
@@ -574,6 +602,14 @@ impl RunConfig {
                 return TrainError::invalid("data.field", "\"\"", "must name a field");
             }
             _ => {}
+        }
+        if let Some(l) = &self.lora {
+            if l.rank == 0 {
+                return TrainError::invalid("lora.rank", 0, "must be > 0");
+            }
+            if !(l.alpha.is_finite() && l.alpha > 0.0) {
+                return TrainError::invalid("lora.alpha", l.alpha, "must be finite and > 0");
+            }
         }
         if let Some(v) = &self.validation {
             if em_grade::Benchmark::from_name(&v.bench).is_none() {

@@ -195,7 +195,8 @@ impl AdamW {
             return Ok(out);
         }
         let file = Checkpoint::open_file(path)?;
-        for p in named_params(model) {
+        // Frozen parameters (a LoRA model's base weights) have no moments.
+        for p in named_params(model).into_iter().filter(|p| p.trainable) {
             let (m_name, v_name) = (
                 format!("{}.exp_avg", p.name),
                 format!("{}.exp_avg_sq", p.name),

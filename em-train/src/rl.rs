@@ -13,7 +13,6 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::Device;
 use em_grade::{Problem, SandboxConfig, Task};
 use em_infer::{GenerateConfig, Generator, ProcessorChain, Sampling};
@@ -185,7 +184,7 @@ pub fn score_rows(
     chunk: usize,
     micro_batch: usize,
 ) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
-    let model = model.valid();
+    let model = crate::lora::inference_view(model);
     let device = model.device();
     let options = HeadOptions { chunk, temperature };
     let mut out = Vec::with_capacity(samples.len());
@@ -747,7 +746,7 @@ fn collect_groups(
                 .iter()
                 .flat_map(|&i| std::iter::repeat_n(all[i].ids.clone(), rl.group_size))
                 .collect();
-            let model = engine.model.valid();
+            let model = crate::lora::inference_view(&engine.model);
             let config = GenerateConfig {
                 max_new_tokens: run.max_new_tokens,
                 sampling: Sampling {

@@ -143,8 +143,19 @@ impl Engine {
                 checkpoint::check_same_run(dir, run)?;
                 let state: TrainerState =
                     checkpoint::read_json(&dir.join(checkpoint::TRAINER_STATE_FILE))?;
-                let config = Qwen2Config::from_file(dir.join("config.json"))?;
-                let model = Qwen2ForCausalLM::from_dir(dir, device, &options)?.train();
+                let (config, model) = match &run.lora {
+                    // The base is the initial model; the checkpoint holds the adapters.
+                    Some(lora) => {
+                        let config = Qwen2Config::from_file(run.model.join("config.json"))?;
+                        let base = Qwen2ForCausalLM::from_dir(&run.model, device, &options)?;
+                        let model = crate::lora::attach(base.train(), lora, run.seed);
+                        (config, crate::lora::load(model, dir)?)
+                    }
+                    None => (
+                        Qwen2Config::from_file(dir.join("config.json"))?,
+                        Qwen2ForCausalLM::from_dir(dir, device, &options)?.train(),
+                    ),
+                };
                 let optimizer = AdamW::load(
                     run.optimizer,
                     &model,
@@ -171,7 +182,10 @@ impl Engine {
                     checkpoint::write_atomic(metrics.path(), b"")?;
                 }
                 let config = Qwen2Config::from_file(run.model.join("config.json"))?;
-                let model = Qwen2ForCausalLM::from_dir(&run.model, device, &options)?.train();
+                let mut model = Qwen2ForCausalLM::from_dir(&run.model, device, &options)?.train();
+                if let Some(lora) = &run.lora {
+                    model = crate::lora::attach(model, lora, run.seed);
+                }
                 (model, config, AdamW::new(run.optimizer), 0, 0, None)
             }
         };
@@ -279,7 +293,7 @@ impl Engine {
         let (Some(v), Some(tokenizer)) = (&self.validation, &self.tokenizer) else {
             return Ok(None);
         };
-        let model = self.model.valid();
+        let model = crate::lora::inference_view(&self.model);
         let generator = Generator::new(&model, tokenizer);
         let options = eval_options(&self.run);
         let sandbox = SandboxConfig::default();
@@ -451,7 +465,7 @@ fn rollout(engine: &Engine, prompts: &[Vec<u32>], step: usize) -> Result<Vec<Sam
         .iter()
         .flat_map(|p| std::iter::repeat_n(p.clone(), run.num_samples))
         .collect();
-    let model = engine.model.valid();
+    let model = crate::lora::inference_view(&engine.model);
     let config = GenerateConfig {
         max_new_tokens: run.max_new_tokens,
         sampling: Sampling {

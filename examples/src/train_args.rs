@@ -107,6 +107,16 @@ pub struct TrainArgs {
     /// New tokens per validation answer.
     #[arg(long, requires = "val_bench", default_value_t = ValidationConfig::default().max_new_tokens)]
     pub val_max_new_tokens: usize,
+    /// Train LoRA adapters of this rank on the q/k/v/o/gate/up/down projections instead of
+    /// every weight.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA scale numerator (the update is alpha/r · B·A).
+    #[arg(long, requires = "lora_rank")]
+    pub lora_alpha: Option<f64>,
+    /// Also write the merged model into every checkpoint (otherwise: the adapters, PEFT layout).
+    #[arg(long, requires = "lora_rank")]
+    pub lora_merge: bool,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -171,6 +181,14 @@ impl TrainArgs {
         }
         if self.no_chat {
             c.chat = false;
+        }
+        if let Some(rank) = self.lora_rank {
+            let defaults = em_train::LoraConfig::default();
+            c.lora = Some(em_train::LoraConfig {
+                rank,
+                alpha: self.lora_alpha.unwrap_or(2.0 * rank as f64),
+                merge_on_save: self.lora_merge || defaults.merge_on_save,
+            });
         }
         if let Some(name) = &self.bench {
             c.data = DataSource::Bench { name: name.clone() };

@@ -6,6 +6,8 @@
 mod common;
 mod config;
 mod data;
+#[cfg(feature = "flex")]
+mod lora;
 mod oracle;
 #[cfg(feature = "flex")]
 mod rl;
