@@ -335,6 +335,9 @@ pub struct RunConfig {
     /// Coefficient of a KL penalty to the initial model (k3 on the response tokens, token
     /// mean); 0 (the default) loads no reference.
     pub kl_coef: f64,
+    /// The dtype the frozen reference is held in when `kl_coef > 0`: `f32` (default) or
+    /// `bf16`/`f16` (half the memory; its log-probs are still computed in f32).
+    pub reference_dtype: String,
     /// Seed of the rollouts.
     pub seed: u64,
     /// Positions whose logits exist at once in the head.
@@ -378,6 +381,7 @@ impl Default for RunConfig {
             schedule: Schedule::Constant,
             reduction: Reduction::TokenMean,
             kl_coef: 0.0,
+            reference_dtype: "f32".into(),
             seed: 42,
             chunk: 256,
             checkpoint_every: 0,
@@ -390,6 +394,27 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// The frozen reference model, loaded from `model` in `reference_dtype`, when `kl_coef > 0`.
+    ///
+    /// # Errors
+    /// Loading errors.
+    pub fn load_reference(
+        &self,
+        device: &burn::tensor::Device,
+    ) -> Result<Option<em_models::Qwen2ForCausalLM>> {
+        if self.kl_coef <= 0.0 {
+            return Ok(None);
+        }
+        let options = em_models::LoadOptions {
+            dtype: em_models::parse_dtype(&self.reference_dtype)?,
+        };
+        Ok(Some(em_models::Qwen2ForCausalLM::from_dir(
+            &self.model,
+            device,
+            &options,
+        )?))
+    }
+
     /// Reads a run config from a `.toml` or `.json` file (by extension; anything else is read as
     /// TOML). Missing fields take their defaults; unknown fields are errors.
     ///
@@ -583,6 +608,13 @@ impl RunConfig {
         }
         if !(self.kl_coef.is_finite() && self.kl_coef >= 0.0) {
             return TrainError::invalid("kl_coef", self.kl_coef, "must be finite and ≥ 0");
+        }
+        if em_models::parse_dtype(&self.reference_dtype).is_err() {
+            return TrainError::invalid(
+                "reference_dtype",
+                &self.reference_dtype,
+                "expected f32, bf16, f16 or f64",
+            );
         }
         if self.keep_last == 0 {
             return TrainError::invalid("keep_last", 0, "must be > 0");

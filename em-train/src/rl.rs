@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use em_grade::{Problem, SandboxConfig, Task};
 use em_infer::{GenerateConfig, Generator, ProcessorChain, Sampling};
-use em_models::{HeadOptions, HeadStats, LoadOptions, ParamGrads, Qwen2ForCausalLM, host_tensor};
+use em_models::{HeadOptions, HeadStats, ParamGrads, Qwen2ForCausalLM, host_tensor};
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::{AdvantageKind, DataSource, RewardKind, RlConfig, RunConfig};
@@ -499,15 +499,7 @@ pub fn run_rl(
     let mut engine = Engine::open(run, out, resume, device)?;
     let (items, skipped_prompts) = load_rl_items(&engine, &rl)?;
     let mut reward = reward.unwrap_or_else(|| Box::new(BuiltinReward::new(rl.reward)));
-    let reference = if run.kl_coef > 0.0 {
-        Some(Qwen2ForCausalLM::from_dir(
-            &run.model,
-            device,
-            &LoadOptions::default(),
-        )?)
-    } else {
-        None
-    };
+    let reference = run.load_reference(device)?;
     let stop = |flow: ControlFlow<()>, step: usize| match flow {
         ControlFlow::Break(()) => Err(TrainError::Interrupted { step }),
         ControlFlow::Continue(()) => Ok(()),

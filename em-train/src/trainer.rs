@@ -511,15 +511,7 @@ pub fn run_em_ft(
     }
     let mut engine = Engine::open(run, out, resume, device)?;
     let (items, skipped_prompts) = load_items(&engine)?;
-    let reference = if run.kl_coef > 0.0 {
-        Some(Qwen2ForCausalLM::from_dir(
-            &run.model,
-            device,
-            &LoadOptions::default(),
-        )?)
-    } else {
-        None
-    };
+    let reference = run.load_reference(device)?;
     let loss = EmFtLoss {
         reduction: run.reduction,
         micro_batch: run.micro_batch(),

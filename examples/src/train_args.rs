@@ -83,6 +83,9 @@ pub struct TrainArgs {
     /// KL coefficient to the initial model (0: none, and no reference is loaded).
     #[arg(long)]
     pub kl_coef: Option<f64>,
+    /// The frozen reference's dtype (with --kl-coef > 0): f32 or bf16 (half the memory).
+    #[arg(long)]
+    pub reference_dtype: Option<String>,
     /// Rollout seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -156,6 +159,7 @@ impl TrainArgs {
             lr => c.optimizer.lr,
             weight_decay => c.optimizer.weight_decay,
             kl_coef => c.kl_coef,
+            reference_dtype => c.reference_dtype,
             seed => c.seed,
             chunk => c.chunk,
             checkpoint_every => c.checkpoint_every,

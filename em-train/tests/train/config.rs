@@ -51,6 +51,10 @@ fn defaults_are_valid_and_bad_values_name_their_field() {
         ),
         ("kl_coef", Box::new(|c| c.kl_coef = -1.0)),
         ("keep_last", Box::new(|c| c.keep_last = 0)),
+        (
+            "reference_dtype",
+            Box::new(|c| c.reference_dtype = "int8".into()),
+        ),
         ("chunk", Box::new(|c| c.chunk = 0)),
         (
             "schedule.warmup_steps",

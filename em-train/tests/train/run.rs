@@ -411,3 +411,32 @@ fn best_is_the_highest_accuracy_and_the_earliest_on_a_tie() {
     assert_eq!(best(state(5, Some(0.25))).step, 2);
     assert_eq!(best(state(6, Some(0.75))).checkpoint, "checkpoint-6");
 }
+
+#[test]
+fn a_bf16_reference_gives_the_kl_of_the_rounded_initial_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = copy_oracle_model(dir.path());
+    let run = RunConfig {
+        model,
+        data: DataSource::Samples {
+            path: oracle_dir().join("samples.jsonl"),
+        },
+        steps: 1,
+        batch_size: 6,
+        kl_coef: 0.5,
+        reference_dtype: "bf16".into(),
+        ..RunConfig::default()
+    };
+    let mut lines = Vec::new();
+    run_em_ft(
+        &run,
+        &dir.path().join("out"),
+        false,
+        &device(),
+        collect(&mut lines),
+    )
+    .unwrap();
+    // The f32 policy against its own bf16 rounding: small but not zero.
+    let kl = lines[0].kl.unwrap();
+    assert!(kl > 0.0 && kl < 1e-2, "{kl}");
+}
