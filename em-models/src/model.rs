@@ -53,6 +53,66 @@ impl RmsNorm {
     }
 }
 
+/// Inputs with at most this many rows (`batch × seq`: decoding) take [`project`]'s split path.
+const FEW_ROWS: usize = 8;
+
+/// `linear(x)`, computed for decode-sized inputs on the CPU as two half products run on two
+/// threads: `x[.., :k/2]·W[:k/2, :] + x[.., k/2:]·W[k/2:, :]` (row halves of burn's `[in, out]`
+/// weight are contiguous, so nothing is copied). flex's matmul runs a one-row product on one
+/// thread, which left half the machine idle while decoding (measured: decode speed equal at 1
+/// and 2 threads); this is the same product with the sum over `k` split in two, equal to the
+/// plain one up to float rounding (tested). Other inputs, other devices and tracked tensors take
+/// burn's `Linear::forward`.
+pub(crate) fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, seq, d_in] = x.dims();
+    if batch * seq > FEW_ROWS || d_in < 128 || x.is_autodiff() || x.device() != Device::flex() {
+        return linear.forward(x);
+    }
+    let weight = linear.weight.val();
+    let d_out = weight.dims()[1];
+    let half = d_in / 2;
+    let (x1, x2) = (
+        x.clone().slice([0..batch, 0..seq, 0..half]),
+        x.slice([0..batch, 0..seq, half..d_in]),
+    );
+    let (w1, w2) = (
+        weight.clone().slice([0..half, 0..d_out]),
+        weight.slice([half..d_in, 0..d_out]),
+    );
+    let (y1, y2) = rayon::join(
+        || x1.matmul(w1.unsqueeze::<3>()),
+        || x2.matmul(w2.unsqueeze::<3>()),
+    );
+    let y = y1 + y2;
+    match &linear.bias {
+        Some(bias) => y + bias.val().unsqueeze::<3>(),
+        None => y,
+    }
+}
+
+/// The tied head `(E · xᵀ)ᵀ`, `E: [vocab, hidden]` as stored, `x: [batch, seq, hidden]`. For
+/// decode-sized inputs on the CPU the vocabulary is split into two contiguous row halves of `E`
+/// computed on two threads (as [`project`] does for the linears), since flex runs this
+/// one-column product on one thread.
+fn tied_head(embedding: Tensor<2>, x: Tensor<3>) -> Tensor<3> {
+    let [batch, seq, _] = x.dims();
+    let [vocab, hidden] = embedding.dims();
+    let xt = x.swap_dims(1, 2);
+    if batch * seq > FEW_ROWS || xt.is_autodiff() || xt.device() != Device::flex() {
+        return embedding.unsqueeze::<3>().matmul(xt).swap_dims(1, 2);
+    }
+    let half = vocab / 2;
+    let (e1, e2) = (
+        embedding.clone().slice([0..half, 0..hidden]),
+        embedding.slice([half..vocab, 0..hidden]),
+    );
+    let (y1, y2) = rayon::join(
+        || e1.unsqueeze::<3>().matmul(xt.clone()),
+        || e2.unsqueeze::<3>().matmul(xt.clone()),
+    );
+    Tensor::cat(vec![y1, y2], 1).swap_dims(1, 2)
+}
+
 /// Grouped-query self-attention with RoPE.
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -92,9 +152,9 @@ impl Attention {
         let [batch, seq, _] = x.dims();
         let heads =
             |t: Tensor<3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()), self.num_heads);
-        let k = heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
-        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let q = heads(project(&self.q_proj, x.clone()), self.num_heads);
+        let k = heads(project(&self.k_proj, x.clone()), self.num_kv_heads);
+        let v = heads(project(&self.v_proj, x), self.num_kv_heads);
         let q = apply_rope(q, &inputs.cos, &inputs.sin);
         let k = apply_rope(k, &inputs.cos, &inputs.sin);
         let (k, v) = match cache {
@@ -116,7 +176,7 @@ impl Attention {
         let out = out
             .swap_dims(1, 2)
             .reshape([batch, seq, self.num_heads * self.head_dim]);
-        self.o_proj.forward(out)
+        project(&self.o_proj, out)
     }
 
     /// `[b, kv_heads, s, d] → [b, heads, s, d]`: query head `i` uses kv head `i / (heads/kv_heads)`.
@@ -147,8 +207,10 @@ impl Mlp {
     /// # Shapes
     /// `[batch, seq, hidden_size] → [batch, seq, hidden_size]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        project(
+            &self.down_proj,
+            silu(project(&self.gate_proj, x.clone())) * project(&self.up_proj, x),
+        )
     }
 }
 
@@ -285,18 +347,11 @@ impl Qwen2ForCausalLM {
         }
         let x = self.model.norm.forward(x);
         let out = match &self.lm_head {
-            Some(head) => head.forward(x),
+            Some(head) => project(head, x),
             // Tied head: (E · xᵀ)ᵀ with the embedding E `[vocab, hidden]` as stored, so the
             // 136M-entry matrix is never transposed (a strided view of it is copied by the
             // matmul on every call); only the small `[batch, hidden, seq]` side is.
-            None => self
-                .model
-                .embed_tokens
-                .weight
-                .val()
-                .unsqueeze::<3>()
-                .matmul(x.swap_dims(1, 2))
-                .swap_dims(1, 2),
+            None => tied_head(self.model.embed_tokens.weight.val(), x),
         };
         Ok(em_core::promote(out))
     }

@@ -23,8 +23,18 @@ struct Args {
     #[arg(long)]
     model: String,
     /// The prompt.
+    #[arg(long, required_unless_present = "prompt_ids")]
+    prompt: Option<String>,
+    /// Token ids (a JSON array) fed as the prompt as they are, instead of --prompt (no template):
+    /// what scripts/bench-peers.sh gives every engine.
+    #[arg(long, conflicts_with = "prompt")]
+    prompt_ids: Option<std::path::PathBuf>,
+    /// Decode exactly --max-new-tokens tokens, EOS or not (for speed comparisons).
     #[arg(long)]
-    prompt: String,
+    ignore_eos: bool,
+    /// Print the speeds as one JSON line at the end (for scripts).
+    #[arg(long)]
+    json: bool,
     /// Wrap the prompt in the model's chat template (system prompt + user turn).
     #[arg(long)]
     chat: bool,
@@ -63,7 +73,15 @@ fn main() -> Result<()> {
     let (pretrained, load_s) = em_examples::load_pretrained(&args.model, &args.dtype)?;
     let load_rss = em_examples::peak_rss_gib();
     let tok = &pretrained.tokenizer;
-    let text = tok.prompt_text(&args.prompt, args.chat, args.system.as_deref())?;
+    let prompt_ids: Vec<u32> = match &args.prompt_ids {
+        Some(path) => serde_json::from_slice(&std::fs::read(path)?)?,
+        None => {
+            let prompt = args.prompt.as_deref().unwrap_or_default();
+            let text = tok.prompt_text(prompt, args.chat, args.system.as_deref())?;
+            tok.encode(&text, false)?
+        }
+    };
+    let text = tok.decode(&prompt_ids, false)?;
     let config = GenerateConfig {
         max_new_tokens: args.max_new_tokens,
         sampling: Sampling {
@@ -74,6 +92,7 @@ fn main() -> Result<()> {
             repetition_penalty: args.repetition_penalty,
         },
         seed: args.seed,
+        eos_ids: args.ignore_eos.then(Vec::new),
         ..GenerateConfig::default()
     };
     let generator = Generator::new(&pretrained.model, tok);
@@ -81,7 +100,7 @@ fn main() -> Result<()> {
     let t0 = Instant::now();
     let mut first = None;
     let out = generator
-        .generate_text(&[&text], &config, &mut ProcessorChain::new(), |e| {
+        .generate(&[prompt_ids], &config, &mut ProcessorChain::new(), |e| {
             first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
             print!("{}", e.text);
             let _ = std::io::stdout().flush();
@@ -99,5 +118,16 @@ fn main() -> Result<()> {
         out.tokens.len().saturating_sub(1) as f64 / (total_s - first_s).max(1e-9),
         out.stop,
     );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "prefill_tok_s": out.prompt_tokens as f64 / first_s.max(1e-9),
+                "decode_tok_s": out.tokens.len().saturating_sub(1) as f64 / (total_s - first_s).max(1e-9),
+                "prompt_tokens": out.prompt_tokens,
+                "new_tokens": out.tokens.len(),
+            })
+        );
+    }
     Ok(())
 }

@@ -275,3 +275,53 @@ backend_tests!(
     context_overflow_is_an_error,
     truncate_and_redecode,
 );
+
+/// Decode-sized inputs on flex take the split two-thread product (`model::project`, for
+/// widths ≥ 128); prefill chunks of more than 8 rows and the training forward take burn's
+/// `Linear::forward`. A model wide enough for the split decodes one token at a time to the
+/// logits of the plain full forward, tied and untied.
+#[cfg(feature = "flex")]
+#[test]
+fn split_decode_products_equal_the_plain_forward() {
+    use burn::tensor::DType;
+    use em_models::testing::{Tiny, tiny_config};
+    let device = burn::tensor::Device::flex();
+    for (kind, tie) in [(Tiny::Qwen2Untied, false), (Tiny::Qwen2Tied, true)] {
+        let mut config = tiny_config(kind).unwrap();
+        config.hidden_size = 256;
+        config.intermediate_size = 384;
+        config.tie_word_embeddings = tie;
+        let model = config.init(&device, DType::F32, 3).unwrap();
+        let ids: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 320).collect();
+        // The plain path: one call of 12 rows (> 8).
+        let mut cache = model.new_cache(1, 16);
+        let (full, [_, t, v]) = to_vec3(
+            model
+                .forward(
+                    ids_tensor(std::slice::from_ref(&ids), &device),
+                    &mut cache,
+                    Logits::All,
+                )
+                .unwrap(),
+        );
+        // The split path: one token at a time.
+        let mut cache = model.new_cache(1, 16);
+        let mut got = Vec::new();
+        for id in &ids {
+            let (logits, _) = to_vec3(
+                model
+                    .forward(ids_tensor(&[vec![*id]], &device), &mut cache, Logits::All)
+                    .unwrap(),
+            );
+            got.extend(logits);
+        }
+        assert_eq!(got.len(), t * v);
+        let full = as_f64(&full);
+        let scale = full.iter().fold(0f64, |m, x| m.max(x.abs()));
+        let diff = max_abs_diff(&got, &full);
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "tie {tie}: {diff:e} (scale {scale})"
+        );
+    }
+}
