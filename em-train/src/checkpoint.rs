@@ -3,9 +3,9 @@
 //! checkpoint), `optimizer.safetensors` (AdamW's moments keyed by HF tensor name),
 //! `trainer_state.json` ([`TrainerState`]) and `run.json` (the validated [`RunConfig`]).
 //!
-//! Atomic: everything is written into `out/.checkpoint-{step}.partial`, which is renamed into
-//! place last, so a directory named `checkpoint-*` is always complete; a killed save leaves only
-//! a `.partial` directory, which the next save of that step replaces and which is never
+//! Atomic: everything is written into `out/.checkpoint-{step}.partial`, fsynced, and renamed
+//! into place last, so a directory named `checkpoint-*` is always complete; a killed save leaves
+//! only a `.partial` directory, which the next save of that step replaces and which is never
 //! resumed from. The newest `keep_last` checkpoints are kept, plus the best on validation
 //! (`out/best.json` names it).
 
@@ -187,6 +187,9 @@ pub fn save(save: &Save<'_>) -> Result<PathBuf> {
     std::fs::write(&run_path, json(save.run, &run_path)?).map_err(io(&run_path))?;
     let state_path = partial.join(TRAINER_STATE_FILE);
     std::fs::write(&state_path, json(save.state, &state_path)?).map_err(io(&state_path))?;
+    // On disk before the rename makes the checkpoint visible (a power loss, not only a killed
+    // process, then leaves either the old state or the complete new one).
+    sync_files(&partial)?;
     // An existing checkpoint of this iteration (a step redone after a kill) is moved aside
     // first and removed only once the new one is in place, so one of them always exists.
     if dir.exists() {
@@ -202,7 +205,25 @@ pub fn save(save: &Save<'_>) -> Result<PathBuf> {
     } else {
         std::fs::rename(&partial, &dir).map_err(io(&dir))?;
     }
+    std::fs::File::open(save.out)
+        .and_then(|d| d.sync_all())
+        .map_err(io(save.out))?;
     Ok(dir)
+}
+
+/// `fsync`s every file of `dir` and the directory itself.
+fn sync_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&path))?;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }
 
 /// The best checkpoint so far, if `best.json` exists.
