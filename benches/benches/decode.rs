@@ -1,7 +1,8 @@
 //! One full decoding step — model forward of one token per row (KV cache at 128 positions), the
 //! model's entropy, the logits processors, the draw and the read-back, as the `Generator` does
 //! it — with plain sampling vs EM-INF (3 and 15 Adam steps) vs adaptive temperature, at batch 1
-//! and 8; plus the sampler alone over Qwen2.5's vocabulary (greedy, temperature, top-k, top-p).
+//! and 8 (the real model also with f16 and bf16 weights, plain step only); plus the sampler alone
+//! over Qwen2.5's vocabulary (greedy, temperature, top-k, top-p).
 //!
 //! ```text
 //! cargo bench -p em-benches --bench decode                                   # tiny model + sampler
@@ -52,7 +53,13 @@ fn variants() -> Vec<(&'static str, Box<dyn LogitsProcessor>)> {
     ]
 }
 
-fn bench_decode(c: &mut Criterion, backend: &str, label: &str, model: &Qwen2ForCausalLM) {
+fn bench_decode(
+    c: &mut Criterion,
+    backend: &str,
+    label: &str,
+    model: &Qwen2ForCausalLM,
+    processors: bool,
+) {
     let device = model.device();
     let vocab = model.vocab_size();
     let mut group = c.benchmark_group(format!("{backend}/decode_step"));
@@ -70,7 +77,10 @@ fn bench_decode(c: &mut Criterion, backend: &str, label: &str, model: &Qwen2ForC
             .unwrap();
         let rows: Vec<usize> = (0..batch).collect();
         let histories: Vec<&[u32]> = vec![&[]; batch];
-        for (name, mut processor) in variants() {
+        for (name, mut processor) in variants()
+            .into_iter()
+            .filter(|(name, _)| processors || *name == "plain")
+        {
             // The paper's evaluation temperature.
             let mut sampler = Sampler::new(Sampling::with_temperature(0.1), 42, batch).unwrap();
             group.bench_function(
@@ -144,13 +154,22 @@ fn sampler(c: &mut Criterion) {
 
 fn tiny(c: &mut Criterion) {
     for (name, model) in em_benches::tiny_models() {
-        bench_decode(c, name, "tiny", &model);
+        bench_decode(c, name, "tiny", &model, true);
     }
 }
 
 fn real(c: &mut Criterion) {
     if let Some(model) = em_benches::real_model() {
-        bench_decode(c, "flex", "qwen2.5-0.5b-f32", &model);
+        bench_decode(c, "flex", "qwen2.5-0.5b-f32", &model, true);
+    }
+    // 16-bit weights (issue #14's goals): the plain step only.
+    for (dtype, label) in [
+        (burn::tensor::DType::F16, "qwen2.5-0.5b-f16"),
+        (burn::tensor::DType::BF16, "qwen2.5-0.5b-bf16"),
+    ] {
+        if let Some(model) = em_benches::real_model_in(dtype) {
+            bench_decode(c, "flex", label, &model, false);
+        }
     }
 }
 

@@ -53,8 +53,16 @@ pub fn tiny_models() -> Vec<(&'static str, em_models::Qwen2ForCausalLM)> {
 ///
 /// # Panics
 /// If `EM_QWEN_DIR` is set but the checkpoint does not load.
-#[allow(clippy::unwrap_used)]
 pub fn real_model() -> Option<em_models::Qwen2ForCausalLM> {
+    real_model_in(burn::tensor::DType::F32)
+}
+
+/// [`real_model`] with its weights held in `dtype` (f32, f16 or bf16) on the device.
+///
+/// # Panics
+/// As [`real_model`].
+#[allow(clippy::unwrap_used)]
+pub fn real_model_in(dtype: burn::tensor::DType) -> Option<em_models::Qwen2ForCausalLM> {
     let Some(root) = std::env::var_os("EM_QWEN_DIR") else {
         eprintln!("real-model benches skipped: EM_QWEN_DIR is not set");
         return None;
@@ -62,7 +70,7 @@ pub fn real_model() -> Option<em_models::Qwen2ForCausalLM> {
     let dir = std::path::PathBuf::from(root).join("qwen2.5-coder-0.5b-instruct-f32");
     #[cfg(feature = "flex")]
     {
-        let options = em_models::LoadOptions::default();
+        let options = em_models::LoadOptions { dtype };
         Some(em_models::Qwen2ForCausalLM::from_dir(&dir, &Device::flex(), &options).unwrap())
     }
     #[cfg(not(feature = "flex"))]
