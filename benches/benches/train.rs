@@ -83,34 +83,24 @@ fn bench_train(
             loss.backward();
         })
     });
+    let checkpointed_step = || {
+        model
+            .loss_and_grads(
+                b.ids.clone(),
+                &b.layout,
+                &b.next,
+                &b.positions,
+                &options,
+                mean_entropy,
+            )
+            .unwrap()
+    };
     group.bench_function(id("layer_checkpointed"), |bench| {
-        bench.iter(|| {
-            model
-                .loss_and_grads(
-                    b.ids.clone(),
-                    &b.layout,
-                    &b.next,
-                    &b.positions,
-                    &options,
-                    mean_entropy,
-                )
-                .unwrap()
-                .value
-        })
+        bench.iter(|| checkpointed_step().value)
     });
     // The optimiser step on the gradients of one layer-checkpointed step: its cost relative to
     // `layer_checkpointed` above is the optimiser's share of a training step.
-    let grads = model
-        .loss_and_grads(
-            b.ids.clone(),
-            &b.layout,
-            &b.next,
-            &b.positions,
-            &options,
-            mean_entropy,
-        )
-        .unwrap()
-        .grads;
+    let grads = checkpointed_step().grads;
     let config = em_train::OptimizerConfig::default();
     group.bench_function(id("adamw_step"), |bench| {
         bench.iter_batched(

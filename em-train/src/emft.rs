@@ -11,7 +11,9 @@
 use std::ops::Range;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use em_models::{BatchLayout, HeadOptions, HeadStats, ParamGrads, Qwen2ForCausalLM};
+use em_models::{
+    BatchLayout, HeadOptions, HeadStats, ParamGrads, Qwen2ForCausalLM, TrainStep, host_tensor,
+};
 
 use crate::config::Reduction;
 use crate::data::Sample;
@@ -101,6 +103,73 @@ pub(crate) fn rows(samples: &[Sample], device: &burn::tensor::Device) -> Rows {
     }
 }
 
+/// Per-row statistics of the response tokens: `(log_probs, entropies)` at `temperature`,
+/// recomputed by `model` (no gradient), `micro_batch` rows at a time.
+///
+/// # Errors
+/// Model errors.
+pub fn score_rows(
+    model: &Qwen2ForCausalLM,
+    samples: &[Sample],
+    temperature: f64,
+    chunk: usize,
+    micro_batch: usize,
+) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let model = crate::lora::inference_view(model);
+    let device = model.device();
+    let options = HeadOptions { chunk, temperature };
+    let mut out = Vec::with_capacity(samples.len());
+    for micro in samples.chunks(micro_batch.max(1)) {
+        let r = rows(micro, &device);
+        let hidden = model.forward_hidden(r.ids, &r.layout)?;
+        let stats = model.head_stats(hidden, &r.next_ids, &r.positions, &options)?;
+        let (lp, h) = (host(stats.log_probs)?, host(stats.entropy)?);
+        for (b, range) in r.positions.iter().enumerate() {
+            out.push((lp[b][range.clone()].to_vec(), h[b][range.clone()].to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// Per-token values placed at each row's response positions of a `[rows, width]` tensor in the
+/// model's compute dtype, 0 elsewhere: `value(i, k)` for row `i`'s `k`-th response token. The one
+/// way the trainers turn host per-token constants (old and reference log-probs, advantages) into
+/// loss inputs.
+pub(crate) fn at_positions(
+    r: &Rows,
+    model: &Qwen2ForCausalLM,
+    value: impl Fn(usize, usize) -> f64,
+) -> Tensor<2> {
+    let [b, width] = r.ids.dims();
+    let mut values = vec![0.0; b * width];
+    for (i, range) in r.positions.iter().enumerate() {
+        for (k, t) in range.clone().enumerate() {
+            values[i * width + t] = value(i, k);
+        }
+    }
+    host_tensor(&values, [b, width], &model.device(), model.compute_dtype())
+}
+
+/// One micro-batch's loss and gradients ([`Qwen2ForCausalLM::loss_and_grads`]), refused when
+/// the loss is NaN or infinite.
+pub(crate) fn checked_grads(
+    model: &Qwen2ForCausalLM,
+    r: Rows,
+    options: &HeadOptions,
+    step: usize,
+    loss: impl FnOnce(&HeadStats) -> Tensor<1>,
+) -> Result<TrainStep> {
+    let out = model.loss_and_grads(r.ids, &r.layout, &r.next_ids, &r.positions, options, loss)?;
+    if !out.value.is_finite() {
+        return Err(TrainError::NonFinite {
+            step,
+            what: "loss",
+            value: out.value,
+        });
+    }
+    Ok(out)
+}
+
 pub(crate) fn host(t: Tensor<2>) -> Result<Vec<Vec<f64>>> {
     let [b, s] = t.dims();
     let v = t
@@ -138,59 +207,49 @@ pub fn em_ft_grads(
         chunk: loss.chunk,
         temperature: 1.0,
     };
-    let reference = reference.filter(|_| loss.kl_coef > 0.0);
+    let micro_batch = loss.micro_batch.max(1);
+    // The reference's log-probs of the response tokens, recomputed as the RL trainer's are.
+    let reference = match reference.filter(|_| loss.kl_coef > 0.0) {
+        Some(reference) => Some(score_rows(
+            reference,
+            samples,
+            1.0,
+            loss.chunk,
+            micro_batch,
+        )?),
+        None => None,
+    };
     let mut grads = ParamGrads::new();
     let mut stats = BatchStats {
         tokens: total_tokens,
         samples: samples.len(),
         ..BatchStats::default()
     };
-    for micro in samples.chunks(loss.micro_batch.max(1)) {
+    for (m, micro) in samples.chunks(micro_batch).enumerate() {
+        let first = m * micro_batch;
         let r = rows(micro, &device);
-        let ref_lp = match reference {
-            Some(reference) => {
-                let hidden = reference.forward_hidden(r.ids.clone(), &r.layout)?;
-                Some(
-                    reference
-                        .head_stats(hidden, &r.next_ids, &r.positions, &options)?
-                        .log_probs,
-                )
-            }
-            None => None,
-        };
-        let kl_coef = loss.kl_coef;
-        let ref_for_loss = ref_lp.clone();
-        let out = model.loss_and_grads(
-            r.ids,
-            &r.layout,
-            &r.next_ids,
-            &r.positions,
-            &options,
-            move |s: &HeadStats| {
-                let entropy = (s.entropy.clone() * s.mask.clone()).sum() / denominator;
-                match ref_for_loss {
-                    Some(ref_lp) => {
-                        let kl = em_core::k3_kl(s.log_probs.clone(), ref_lp) * s.mask.clone();
-                        entropy + kl.sum() * (kl_coef / total_tokens as f64)
-                    }
-                    None => entropy,
+        let positions = r.positions.clone();
+        let ref_rows = reference
+            .as_ref()
+            .map(|all| &all[first..first + micro.len()]);
+        let ref_t = ref_rows.map(|rr| at_positions(&r, model, |i, k| rr[i].0[k]));
+        let kl_scale = loss.kl_coef / total_tokens as f64;
+        let out = checked_grads(model, r, &options, step, move |s: &HeadStats| {
+            let entropy = (s.entropy.clone() * s.mask.clone()).sum() / denominator;
+            match ref_t {
+                Some(ref_t) => {
+                    let kl = em_core::k3_kl(s.log_probs.clone(), ref_t) * s.mask.clone();
+                    entropy + kl.sum() * kl_scale
                 }
-            },
-        )?;
-        if !out.value.is_finite() {
-            return Err(TrainError::NonFinite {
-                step,
-                what: "loss",
-                value: out.value,
-            });
-        }
+                None => entropy,
+            }
+        })?;
         stats.loss += out.value;
-        let ref_host = ref_lp.map(host).transpose()?;
-        for (b, range) in r.positions.iter().enumerate() {
-            for t in range.clone() {
+        for (b, range) in positions.iter().enumerate() {
+            for (k, t) in range.clone().enumerate() {
                 stats.entropy_sum += out.entropy[b][t];
-                if let Some(ref_host) = &ref_host {
-                    stats.kl_sum += em_core::reference::k3_kl(out.log_probs[b][t], ref_host[b][t]);
+                if let Some(rr) = ref_rows {
+                    stats.kl_sum += em_core::reference::k3_kl(out.log_probs[b][t], rr[b].0[k]);
                 }
             }
         }

@@ -15,16 +15,16 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use em_grade::{Problem, SandboxConfig, Task};
-use em_infer::{GenerateConfig, Generator, ProcessorChain, Sampling};
-use em_models::{HeadOptions, HeadStats, ParamGrads, Qwen2ForCausalLM, host_tensor};
+use em_models::{HeadOptions, HeadStats, ParamGrads, Qwen2ForCausalLM};
 
-use crate::checkpoint::{self, TrainerState};
+use crate::checkpoint;
 use crate::config::{AdvantageKind, DataSource, RewardKind, RlConfig, RunConfig};
 use crate::data::{self, Sample};
-use crate::emft::{host, rows};
+pub use crate::emft::score_rows;
+use crate::emft::{at_positions, checked_grads, rows};
 use crate::error::{Result, TrainError};
 use crate::metrics::StepMetrics;
-use crate::trainer::{Engine, Event, RunSummary, ValidationReport, add_validation, load_bench};
+use crate::trainer::{Engine, Event, Prompt, RunSummary, ValidationReport, add_validation, stop};
 
 /// One prompt of a group, as a reward sees it.
 #[derive(Debug, Clone, Copy)]
@@ -172,34 +172,6 @@ pub fn advantages(rewards: &[f64], group_size: usize, kind: AdvantageKind) -> Ve
         .collect()
 }
 
-/// Per-row statistics of the response tokens: `(log_probs, entropies)` at `temperature`,
-/// recomputed by `model` (no gradient), `micro_batch` rows at a time.
-///
-/// # Errors
-/// Model errors.
-pub fn score_rows(
-    model: &Qwen2ForCausalLM,
-    samples: &[Sample],
-    temperature: f64,
-    chunk: usize,
-    micro_batch: usize,
-) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
-    let model = crate::lora::inference_view(model);
-    let device = model.device();
-    let options = HeadOptions { chunk, temperature };
-    let mut out = Vec::with_capacity(samples.len());
-    for micro in samples.chunks(micro_batch.max(1)) {
-        let r = rows(micro, &device);
-        let hidden = model.forward_hidden(r.ids, &r.layout)?;
-        let stats = model.head_stats(hidden, &r.next_ids, &r.positions, &options)?;
-        let (lp, h) = (host(stats.log_probs)?, host(stats.entropy)?);
-        for (b, range) in r.positions.iter().enumerate() {
-            out.push((lp[b][range.clone()].to_vec(), h[b][range.clone()].to_vec()));
-        }
-    }
-    Ok(out)
-}
-
 /// One row of a PPO mini-batch.
 #[derive(Debug, Clone)]
 pub struct PpoRow {
@@ -265,7 +237,6 @@ pub fn ppo_grads(
         return Err(TrainError::NoData("an empty mini-batch".into()));
     }
     let device = model.device();
-    let dtype = model.compute_dtype();
     let n_tokens: usize = batch.iter().map(|r| r.sample.response_ids.len()).sum();
     let n = n_tokens as f64;
     let options = HeadOptions {
@@ -282,55 +253,33 @@ pub fn ppo_grads(
     for micro in batch.chunks(loss.micro_batch.max(1)) {
         let samples: Vec<Sample> = micro.iter().map(|r| r.sample.clone()).collect();
         let r = rows(&samples, &device);
-        let [b, width] = r.ids.dims();
+        let positions = r.positions.clone();
         // Per-position constants: old log-probs, −advantages and reference log-probs at the
         // response positions, 0 elsewhere (the mask removes those positions anyway).
-        let mut old = vec![0.0; b * width];
-        let mut neg_adv = vec![0.0; b * width];
-        let mut reference = vec![0.0; b * width];
-        for (i, (row, range)) in micro.iter().zip(&r.positions).enumerate() {
-            for (k, t) in range.clone().enumerate() {
-                old[i * width + t] = row.old_log_probs[k];
-                neg_adv[i * width + t] = -row.advantage;
-                if let Some(ref_lp) = &row.ref_log_probs {
-                    reference[i * width + t] = ref_lp[k];
-                }
-            }
-        }
         let with_kl = kl_coef > 0.0 && micro.iter().all(|r| r.ref_log_probs.is_some());
-        let old_t = host_tensor(&old, [b, width], &device, dtype);
-        let adv_t = host_tensor(&neg_adv, [b, width], &device, dtype);
-        let ref_t = with_kl.then(|| host_tensor(&reference, [b, width], &device, dtype));
-        let out = model.loss_and_grads(
-            r.ids,
-            &r.layout,
-            &r.next_ids,
-            &r.positions,
-            &options,
-            move |s: &HeadStats| {
-                let ratio = (s.log_probs.clone() - old_t).exp();
-                let unclipped = adv_t.clone() * ratio.clone();
-                let clipped = adv_t * ratio.clamp(1.0 - eps, 1.0 + eps);
-                let mut total = (unclipped.max_pair(clipped) * s.mask.clone()).sum() / n;
-                if let Some(ref_t) = ref_t {
-                    let kl = em_core::k3_kl(s.log_probs.clone(), ref_t) * s.mask.clone();
-                    total = total + kl.sum() * (kl_coef / n);
-                }
-                if ent_coef > 0.0 {
-                    total = total - (s.entropy.clone() * s.mask.clone()).sum() * (ent_coef / n);
-                }
-                total
-            },
-        )?;
-        if !out.value.is_finite() {
-            return Err(TrainError::NonFinite {
-                step,
-                what: "loss",
-                value: out.value,
-            });
-        }
+        let old_t = at_positions(&r, model, |i, k| micro[i].old_log_probs[k]);
+        let adv_t = at_positions(&r, model, |i, _| -micro[i].advantage);
+        let ref_t = with_kl.then(|| {
+            at_positions(&r, model, |i, k| {
+                micro[i].ref_log_probs.as_ref().map_or(0.0, |lp| lp[k])
+            })
+        });
+        let out = checked_grads(model, r, &options, step, move |s: &HeadStats| {
+            let ratio = (s.log_probs.clone() - old_t).exp();
+            let unclipped = adv_t.clone() * ratio.clone();
+            let clipped = adv_t * ratio.clamp(1.0 - eps, 1.0 + eps);
+            let mut total = (unclipped.max_pair(clipped) * s.mask.clone()).sum() / n;
+            if let Some(ref_t) = ref_t {
+                let kl = em_core::k3_kl(s.log_probs.clone(), ref_t) * s.mask.clone();
+                total = total + kl.sum() * (kl_coef / n);
+            }
+            if ent_coef > 0.0 {
+                total = total - (s.entropy.clone() * s.mask.clone()).sum() * (ent_coef / n);
+            }
+            total
+        })?;
         stats.loss += out.value;
-        for (i, (row, range)) in micro.iter().zip(&r.positions).enumerate() {
+        for (i, (row, range)) in micro.iter().zip(&positions).enumerate() {
             for (k, t) in range.clone().enumerate() {
                 let lp = out.log_probs[i][t];
                 let ratio = (lp - row.old_log_probs[k]).exp();
@@ -353,15 +302,8 @@ pub fn ppo_grads(
     Ok((grads, stats))
 }
 
-/// A prompt of an online RL run.
-#[derive(Debug, Clone)]
-struct RlPrompt {
-    ids: Vec<u32>,
-    problem: Option<Problem>,
-}
-
 enum RlItems {
-    Prompts(Vec<RlPrompt>),
+    Prompts(Vec<Prompt>),
     Replay(Vec<data::ReplayGroup>),
 }
 
@@ -404,69 +346,7 @@ fn load_rl_items(engine: &Engine, rl: &RlConfig) -> Result<(RlItems, usize)> {
         }
         return Ok((RlItems::Replay(groups), 0));
     }
-    let tokenizer = engine
-        .tokenizer
-        .as_ref()
-        .ok_or(TrainError::NeedsTokenizer("sampling responses to prompts"))?;
-    let options = crate::trainer::eval_options(run);
-    let problems: Vec<(String, Option<Problem>)> = match &run.data {
-        DataSource::Bench { name } => {
-            let held_out = engine.validation_ids(name);
-            load_bench(name, "data.name")?
-                .into_iter()
-                .filter(|p| !held_out.contains(&p.id))
-                .map(|p| {
-                    Ok((
-                        em_eval::runner::prompt_text(tokenizer, &p, &options)?,
-                        Some(p),
-                    ))
-                })
-                .collect::<Result<_>>()?
-        }
-        DataSource::Prompts {
-            path,
-            field,
-            answer_field,
-        } => data::read_prompts(path, field, answer_field.as_deref())?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (text, answer))| {
-                let problem = answer.map(|answer| Problem {
-                    id: format!("{}:{}", path.display(), i + 1),
-                    benchmark: "prompts".into(),
-                    question: text.clone(),
-                    task: Task::Math { answer },
-                });
-                Ok((
-                    tokenizer.prompt_text(&text, run.chat, Some(&run.system_prompt))?,
-                    problem,
-                ))
-            })
-            .collect::<Result<_>>()?,
-        DataSource::Samples { .. } | DataSource::Replay { .. } => {
-            return TrainError::invalid("data.kind", "samples", "RL takes prompts or replay");
-        }
-    };
-    let limit = run.max_prompt_len.min(context.saturating_sub(1));
-    let mut prompts = Vec::new();
-    let mut skipped = 0;
-    for (text, problem) in problems {
-        let ids = tokenizer.encode(&text, false)?;
-        if ids.is_empty() || ids.len() > limit {
-            skipped += 1;
-        } else {
-            prompts.push(RlPrompt { ids, problem });
-        }
-    }
-    if let Some(n) = run.limit {
-        prompts.truncate(n);
-    }
-    if prompts.is_empty() {
-        return Err(TrainError::NoData(format!(
-            "no prompt fits max_prompt_len {} ({skipped} skipped)",
-            run.max_prompt_len
-        )));
-    }
+    let (prompts, skipped) = engine.prompts()?;
     Ok((RlItems::Prompts(prompts), skipped))
 }
 
@@ -500,28 +380,7 @@ pub fn run_rl(
     let (items, skipped_prompts) = load_rl_items(&engine, &rl)?;
     let mut reward = reward.unwrap_or_else(|| Box::new(BuiltinReward::new(rl.reward)));
     let reference = run.load_reference(device)?;
-    let stop = |flow: ControlFlow<()>, step: usize| match flow {
-        ControlFlow::Break(()) => Err(TrainError::Interrupted { step }),
-        ControlFlow::Continue(()) => Ok(()),
-    };
-    stop(
-        on_event(&Event::Started {
-            from: engine.iteration,
-            steps: run.steps,
-            resumed: engine.resumed_from.as_deref(),
-            skipped_prompts,
-        }),
-        engine.step,
-    )?;
-    if engine.iteration == 0 && engine.validates_at(0) {
-        let mut line = StepMetrics {
-            rollout: Some(0),
-            ..StepMetrics::default()
-        };
-        add_validation(&mut line, engine.validate()?);
-        engine.metrics.append(&line)?;
-        stop(on_event(&Event::Metrics(&line)), 0)?;
-    }
+    engine.start(skipped_prompts, &mut on_event)?;
     let micro = run.micro_batch();
     let mut last_checkpoint = engine.resumed_from.clone().unwrap_or_default();
     while engine.iteration < run.steps {
@@ -657,19 +516,11 @@ pub fn run_rl(
             engine.metrics.append(&line)?;
             let flow = on_event(&Event::Metrics(&line));
             if last && engine.checkpoints_at(rollout) {
-                let (epoch, position) = data::cursor(items.len(), run.batch_size, rollout);
-                let state = TrainerState {
-                    step: engine.step,
-                    data_epoch: epoch,
-                    data_position: position,
-                    shuffle_seed: run.shuffle,
-                    rollout_seed: run.seed,
-                    next_lr: engine.lr(engine.step + 1),
-                    val_accuracy: validation.map(|v| v.accuracy),
+                last_checkpoint = engine.checkpoint(
+                    items.len(),
+                    validation.map(|v| v.accuracy),
                     skipped_prompts,
-                    rollout: Some(rollout),
-                };
-                last_checkpoint = engine.save_checkpoint(&state)?;
+                )?;
                 stop(on_event(&Event::Checkpoint(&last_checkpoint)), engine.step)?;
             }
             stop(flow, engine.step)?;
@@ -691,7 +542,6 @@ fn collect_groups(
     rl: &RlConfig,
     rollout: usize,
 ) -> Result<Vec<Group>> {
-    let run = &engine.run;
     let decode = |ids: &[u32]| -> Result<String> {
         Ok(match &engine.tokenizer {
             Some(t) => t.decode(ids, true)?,
@@ -730,31 +580,8 @@ fn collect_groups(
             })
             .collect(),
         RlItems::Prompts(all) => {
-            let tokenizer = engine
-                .tokenizer
-                .as_ref()
-                .ok_or(TrainError::NeedsTokenizer("sampling responses to prompts"))?;
-            let rows: Vec<Vec<u32>> = indices
-                .iter()
-                .flat_map(|&i| std::iter::repeat_n(all[i].ids.clone(), rl.group_size))
-                .collect();
-            let model = crate::lora::inference_view(&engine.model);
-            let config = GenerateConfig {
-                max_new_tokens: run.max_new_tokens,
-                sampling: Sampling {
-                    temperature: run.temperature,
-                    top_p: run.top_p,
-                    ..Sampling::default()
-                },
-                seed: em_core::rng::mix(run.seed, rollout as u64),
-                ..GenerateConfig::default()
-            };
-            let outputs = Generator::new(&model, tokenizer).generate(
-                &rows,
-                &config,
-                &mut ProcessorChain::new(),
-                |_| {},
-            )?;
+            let prompts: Vec<Vec<u32>> = indices.iter().map(|&i| all[i].ids.clone()).collect();
+            let (_, outputs) = engine.sample(&prompts, rl.group_size, rollout)?;
             let mut outputs = outputs.into_iter();
             indices
                 .iter()

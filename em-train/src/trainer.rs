@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::Device;
-use em_grade::{Benchmark, Problem, SandboxConfig};
+use em_grade::{Benchmark, Problem, SandboxConfig, Task};
 use em_infer::{GenerateConfig, Generator, ProcessorChain, Sampling};
 use em_models::{LoadOptions, Qwen2Config, Qwen2ForCausalLM, Tokenizer};
 
@@ -48,6 +48,15 @@ pub enum Event<'a> {
     Metrics(&'a StepMetrics),
     /// A checkpoint was written.
     Checkpoint(&'a Path),
+}
+
+/// A training prompt of an online run: its token ids and, when labeled, its problem.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    /// The prompt text's ids (chat template applied as configured).
+    pub ids: Vec<u32>,
+    /// The problem it came from, with its reference answer, when it has one.
+    pub problem: Option<Problem>,
 }
 
 /// Held-out validation: the problems and how to decode them.
@@ -285,6 +294,122 @@ impl Engine {
             || (step > 0 && self.validates_at(step))
     }
 
+    /// The run's prompts (benchmark or prompts file): token ids with their problem when it is
+    /// labeled, validation problems held out, prompts longer than `max_prompt_len` skipped (and
+    /// counted), `limit` applied. EM-FT's and RL's online data.
+    ///
+    /// # Errors
+    /// [`TrainError::NeedsTokenizer`], data errors, [`TrainError::NoData`] when nothing is left.
+    pub fn prompts(&self) -> Result<(Vec<Prompt>, usize)> {
+        let run = &self.run;
+        let context = self.config.max_position_embeddings;
+        let tokenizer = self
+            .tokenizer
+            .as_ref()
+            .ok_or(TrainError::NeedsTokenizer("sampling responses to prompts"))?;
+        let options = eval_options(run);
+        let problems: Vec<(String, Option<Problem>)> = match &run.data {
+            DataSource::Bench { name } => {
+                let held_out = self.validation_ids(name);
+                load_bench(name, "data.name")?
+                    .into_iter()
+                    .filter(|p| !held_out.contains(&p.id))
+                    .map(|p| {
+                        Ok((
+                            em_eval::runner::prompt_text(tokenizer, &p, &options)?,
+                            Some(p),
+                        ))
+                    })
+                    .collect::<Result<_>>()?
+            }
+            DataSource::Prompts {
+                path,
+                field,
+                answer_field,
+            } => data::read_prompts(path, field, answer_field.as_deref())?
+                .into_iter()
+                .enumerate()
+                .map(|(i, (text, answer))| {
+                    let problem = answer.map(|answer| Problem {
+                        id: format!("{}:{}", path.display(), i + 1),
+                        benchmark: "prompts".into(),
+                        question: text.clone(),
+                        task: Task::Math { answer },
+                    });
+                    Ok((
+                        tokenizer.prompt_text(&text, run.chat, Some(&run.system_prompt))?,
+                        problem,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+            DataSource::Samples { .. } | DataSource::Replay { .. } => {
+                return TrainError::invalid("data.kind", "samples", "fixed data has no prompts");
+            }
+        };
+        let limit = run.max_prompt_len.min(context.saturating_sub(1));
+        let mut prompts = Vec::new();
+        let mut skipped = 0;
+        for (text, problem) in problems {
+            let ids = tokenizer.encode(&text, false)?;
+            if ids.is_empty() || ids.len() > limit {
+                skipped += 1;
+            } else {
+                prompts.push(Prompt { ids, problem });
+            }
+        }
+        if let Some(n) = run.limit {
+            prompts.truncate(n);
+        }
+        if prompts.is_empty() {
+            return Err(TrainError::NoData(format!(
+                "no prompts left ({skipped} longer than max_prompt_len {}, validation problems held out)",
+                run.max_prompt_len
+            )));
+        }
+        Ok((prompts, skipped))
+    }
+
+    /// `per_prompt` responses to each prompt from the current weights (a merged inference view;
+    /// nothing is recorded) at the run's temperature and top-p, seeded by `iteration`: the rows
+    /// (each prompt repeated, prompt-major) and their generations. EM-FT's rollouts and RL's.
+    ///
+    /// # Errors
+    /// [`TrainError::NeedsTokenizer`]; generation errors.
+    pub fn sample(
+        &self,
+        prompts: &[Vec<u32>],
+        per_prompt: usize,
+        iteration: usize,
+    ) -> Result<(Vec<Vec<u32>>, Vec<em_infer::Generation>)> {
+        let run = &self.run;
+        let tokenizer = self
+            .tokenizer
+            .as_ref()
+            .ok_or(TrainError::NeedsTokenizer("sampling responses to prompts"))?;
+        let rows: Vec<Vec<u32>> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), per_prompt))
+            .collect();
+        let model = crate::lora::inference_view(&self.model);
+        let config = GenerateConfig {
+            max_new_tokens: run.max_new_tokens,
+            sampling: Sampling {
+                temperature: run.temperature,
+                top_p: run.top_p,
+                ..Sampling::default()
+            },
+            seed: em_core::rng::mix(run.seed, iteration as u64),
+            ..GenerateConfig::default()
+        };
+        let outputs = Generator::new(&model, tokenizer).generate(
+            &rows,
+            &config,
+            &mut ProcessorChain::new(),
+            |_| {},
+        )?;
+        Ok((rows, outputs))
+    }
+
     /// Greedy answers to the validation problems from the current weights, graded.
     ///
     /// # Errors
@@ -324,6 +449,64 @@ impl Engine {
             entropy: entropy / tokens.max(1) as f64,
             response_len: tokens as f64 / n,
         }))
+    }
+
+    /// Reports the start (`Event::Started`) and, on a fresh run with validation, validates the
+    /// initial weights into a step-0 metrics line.
+    ///
+    /// # Errors
+    /// [`TrainError::Interrupted`] when `on_event` stops the run; validation and I/O errors.
+    pub(crate) fn start(
+        &self,
+        skipped_prompts: usize,
+        on_event: &mut impl FnMut(&Event<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        stop(
+            on_event(&Event::Started {
+                from: self.iteration,
+                steps: self.run.steps,
+                resumed: self.resumed_from.as_deref(),
+                skipped_prompts,
+            }),
+            self.step,
+        )?;
+        if self.iteration == 0 && self.validates_at(0) {
+            let mut line = StepMetrics {
+                rollout: self.run.rl.map(|_| 0),
+                ..StepMetrics::default()
+            };
+            add_validation(&mut line, self.validate()?);
+            self.metrics.append(&line)?;
+            stop(on_event(&Event::Metrics(&line)), 0)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint of the current iteration: its [`TrainerState`] follows from the
+    /// engine (steps, iteration, the data cursor over `data_len` items, the next learning rate)
+    /// and the iteration's validation accuracy.
+    ///
+    /// # Errors
+    /// As [`Engine::save_checkpoint`].
+    pub(crate) fn checkpoint(
+        &self,
+        data_len: usize,
+        val_accuracy: Option<f64>,
+        skipped_prompts: usize,
+    ) -> Result<PathBuf> {
+        let (data_epoch, data_position) =
+            data::cursor(data_len, self.run.batch_size, self.iteration);
+        self.save_checkpoint(&TrainerState {
+            step: self.step,
+            data_epoch,
+            data_position,
+            shuffle_seed: self.run.shuffle,
+            rollout_seed: self.run.seed,
+            next_lr: self.lr(self.step + 1),
+            val_accuracy,
+            skipped_prompts,
+            rollout: self.run.rl.map(|_| self.iteration),
+        })
     }
 
     /// Writes the checkpoint of the current step (with `state`), updates `best.json`, prunes
@@ -385,60 +568,21 @@ fn load_items(engine: &Engine) -> Result<(Items, usize)> {
             }
             (Items::Samples(samples), 0)
         }
-        source => {
-            let tokenizer = engine
-                .tokenizer
-                .as_ref()
-                .ok_or(TrainError::NeedsTokenizer("sampling responses to prompts"))?;
-            let texts: Vec<String> = match source {
-                DataSource::Bench { name } => {
-                    let held_out = engine.validation_ids(name);
-                    let options = eval_options(run);
-                    load_bench(name, "data.name")?
-                        .iter()
-                        .filter(|p| !held_out.contains(&p.id))
-                        .map(|p| em_eval::runner::prompt_text(tokenizer, p, &options))
-                        .collect::<std::result::Result<_, _>>()?
-                }
-                DataSource::Prompts { path, field, .. } => data::read_prompts(path, field, None)?
-                    .iter()
-                    .map(|(p, _)| tokenizer.prompt_text(p, run.chat, Some(&run.system_prompt)))
-                    .collect::<std::result::Result<_, _>>()?,
-                DataSource::Samples { .. } | DataSource::Replay { .. } => {
-                    return TrainError::invalid("data.kind", "replay", "EM-FT takes samples");
-                }
-            };
-            let limit = run.max_prompt_len.min(context.saturating_sub(1));
-            let mut prompts = Vec::with_capacity(texts.len());
-            let mut skipped = 0;
-            for text in &texts {
-                let ids = tokenizer.encode(text, false)?;
-                if ids.is_empty() || ids.len() > limit {
-                    skipped += 1;
-                } else {
-                    prompts.push(ids);
-                }
-            }
-            (Items::Prompts(prompts), skipped)
+        _ => {
+            let (prompts, skipped) = engine.prompts()?;
+            return Ok((
+                Items::Prompts(prompts.into_iter().map(|p| p.ids).collect()),
+                skipped,
+            ));
         }
     };
     let items = match (items, run.limit) {
-        (Items::Prompts(mut p), Some(n)) => {
-            p.truncate(n);
-            Items::Prompts(p)
-        }
         (Items::Samples(mut s), Some(n)) => {
             s.truncate(n);
             Items::Samples(s)
         }
-        (items, None) => items,
+        (items, _) => items,
     };
-    if items.len() == 0 {
-        return Err(TrainError::NoData(format!(
-            "no prompts left ({skipped} longer than max_prompt_len {}, validation problems held out)",
-            run.max_prompt_len
-        )));
-    }
     Ok((items, skipped))
 }
 
@@ -456,32 +600,7 @@ pub struct RunSummary {
 /// Samples `num_samples` responses to each prompt from the current weights (an inference
 /// view; nothing is recorded), seeded by the step.
 fn rollout(engine: &Engine, prompts: &[Vec<u32>], step: usize) -> Result<Vec<Sample>> {
-    let run = &engine.run;
-    let tokenizer = engine
-        .tokenizer
-        .as_ref()
-        .ok_or(TrainError::NeedsTokenizer("sampling responses to prompts"))?;
-    let rows: Vec<Vec<u32>> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(p.clone(), run.num_samples))
-        .collect();
-    let model = crate::lora::inference_view(&engine.model);
-    let config = GenerateConfig {
-        max_new_tokens: run.max_new_tokens,
-        sampling: Sampling {
-            temperature: run.temperature,
-            top_p: run.top_p,
-            ..Sampling::default()
-        },
-        seed: em_core::rng::mix(run.seed, step as u64),
-        ..GenerateConfig::default()
-    };
-    let outputs = Generator::new(&model, tokenizer).generate(
-        &rows,
-        &config,
-        &mut ProcessorChain::new(),
-        |_| {},
-    )?;
+    let (rows, outputs) = engine.sample(prompts, engine.run.num_samples, step)?;
     Ok(rows
         .into_iter()
         .zip(outputs)
@@ -518,25 +637,7 @@ pub fn run_em_ft(
         chunk: run.chunk,
         kl_coef: run.kl_coef,
     };
-    let stop = |flow: ControlFlow<()>, step: usize| match flow {
-        ControlFlow::Break(()) => Err(TrainError::Interrupted { step }),
-        ControlFlow::Continue(()) => Ok(()),
-    };
-    stop(
-        on_event(&Event::Started {
-            from: engine.step,
-            steps: run.steps,
-            resumed: engine.resumed_from.as_deref(),
-            skipped_prompts,
-        }),
-        engine.step,
-    )?;
-    if engine.step == 0 && engine.validates_at(0) {
-        let mut line = StepMetrics::default();
-        add_validation(&mut line, engine.validate()?);
-        engine.metrics.append(&line)?;
-        stop(on_event(&Event::Metrics(&line)), 0)?;
-    }
+    engine.start(skipped_prompts, &mut on_event)?;
     let mut last_checkpoint = engine.resumed_from.clone().unwrap_or_default();
     while engine.step < run.steps {
         let step = engine.step + 1;
@@ -582,19 +683,8 @@ pub fn run_em_ft(
         engine.metrics.append(&line)?;
         let flow = on_event(&Event::Metrics(&line));
         if engine.checkpoints_at(step) {
-            let (epoch, position) = data::cursor(items.len(), run.batch_size, step);
-            let state = TrainerState {
-                step,
-                data_epoch: epoch,
-                data_position: position,
-                shuffle_seed: run.shuffle,
-                rollout_seed: run.seed,
-                next_lr: engine.lr(step + 1),
-                val_accuracy: validation.map(|v| v.accuracy),
-                skipped_prompts,
-                rollout: None,
-            };
-            last_checkpoint = engine.save_checkpoint(&state)?;
+            last_checkpoint =
+                engine.checkpoint(items.len(), validation.map(|v| v.accuracy), skipped_prompts)?;
             stop(on_event(&Event::Checkpoint(&last_checkpoint)), step)?;
         }
         stop(flow, step)?;
@@ -604,6 +694,14 @@ pub fn run_em_ft(
         last_checkpoint,
         best: checkpoint::best(out)?,
     })
+}
+
+/// `Err(Interrupted)` when the caller's callback broke off after `step`.
+pub(crate) fn stop(flow: ControlFlow<()>, step: usize) -> Result<()> {
+    match flow {
+        ControlFlow::Break(()) => Err(TrainError::Interrupted { step }),
+        ControlFlow::Continue(()) => Ok(()),
+    }
 }
 
 pub(crate) fn add_validation(line: &mut StepMetrics, report: Option<ValidationReport>) {

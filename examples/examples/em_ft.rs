@@ -52,20 +52,6 @@ fn main() -> Result<()> {
         on_event,
     )?;
     bar.finish();
-    println!(
-        "[{}] {} steps; last checkpoint {}; metrics {} and {}",
-        em_examples::backend_name(),
-        summary.steps,
-        summary.last_checkpoint.display(),
-        out.join("metrics.jsonl").display(),
-        out.join("metrics.svg").display(),
-    );
-    if let Some(best) = summary.best {
-        println!(
-            "best on validation: {} ({:.1}%)",
-            best.checkpoint,
-            100.0 * best.val_accuracy
-        );
-    }
+    println!("{}", em_examples::train_args::summary(&summary, out));
     Ok(())
 }

@@ -284,3 +284,24 @@ pub fn progress(
     };
     (handle, on_event)
 }
+
+/// What `em_ft` and `em_rl` print at the end: the optimiser steps, the last checkpoint, the
+/// metrics files and the best checkpoint on validation.
+pub fn summary(summary: &em_train::RunSummary, out: &std::path::Path) -> String {
+    let mut text = format!(
+        "[{}] {} optimiser steps; last checkpoint {}; metrics {} and {}",
+        crate::backend_name(),
+        summary.steps,
+        summary.last_checkpoint.display(),
+        out.join(em_train::metrics::METRICS_FILE).display(),
+        out.join(em_train::metrics::PLOT_FILE).display(),
+    );
+    if let Some(best) = &summary.best {
+        text.push_str(&format!(
+            "\nbest on validation: {} ({:.1}%)",
+            best.checkpoint,
+            100.0 * best.val_accuracy
+        ));
+    }
+    text
+}
