@@ -96,3 +96,70 @@ pub fn copy_oracle_model(dir: &Path) -> PathBuf {
     }
     model
 }
+
+/// EM-FT on the oracle's fixed samples in file order: `steps` steps of `batch_size`, lr 1e-2.
+pub fn oracle_samples_run(model: PathBuf, steps: usize, batch_size: usize) -> em_train::RunConfig {
+    em_train::RunConfig {
+        model,
+        data: em_train::DataSource::Samples {
+            path: oracle_dir().join("samples.jsonl"),
+        },
+        steps,
+        batch_size,
+        optimizer: em_train::OptimizerConfig {
+            lr: 1e-2,
+            ..em_train::OptimizerConfig::default()
+        },
+        ..em_train::RunConfig::default()
+    }
+}
+
+/// The metrics lines of an EM-FT run into `out` on flex.
+#[cfg(feature = "flex")]
+pub fn em_ft_metrics(run: &em_train::RunConfig, out: &Path) -> Vec<em_train::StepMetrics> {
+    let mut lines = Vec::new();
+    em_train::run_em_ft(run, out, false, &Device::flex(), |e| {
+        if let em_train::Event::Metrics(m) = e {
+            lines.push((*m).clone());
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    lines
+}
+
+/// Writes JSON Lines.
+pub fn write_jsonl(dir: &Path, name: &str, lines: &[serde_json::Value]) -> PathBuf {
+    let path = dir.join(name);
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&path, text.join("\n")).unwrap();
+    path
+}
+
+/// A prompts file, `{"problem": ...}` per line.
+pub fn prompts_file(dir: &Path, prompts: &[&str]) -> PathBuf {
+    let lines: Vec<serde_json::Value> = prompts
+        .iter()
+        .map(|p| serde_json::json!({ "problem": p }))
+        .collect();
+    write_jsonl(dir, "prompts.jsonl", &lines)
+}
+
+/// Asserts that the weights of checkpoint `ours` match the oracle's file `golden` to `tol`
+/// (relative, per tensor) and that the update from `initial` matches to 1e-3: a far stricter
+/// test than the weights.
+pub fn assert_weights_match(ours: &Path, golden: &Path, initial: &Path, tol: f64, what: &str) {
+    let ours = tensors(ours);
+    let theirs = tensors(golden);
+    let initial = tensors(initial);
+    assert_eq!(ours.len(), theirs.len(), "{what}: tensor count");
+    for ((name, a), ((tname, b), (_, p0))) in ours.iter().zip(theirs.iter().zip(&initial)) {
+        assert_eq!(name, tname);
+        let r = rel(a, b);
+        assert!(r <= tol, "{what} {name}: rel {r:e}");
+        let da: Vec<f64> = a.iter().zip(p0).map(|(x, y)| x - y).collect();
+        let db: Vec<f64> = b.iter().zip(p0).map(|(x, y)| x - y).collect();
+        let r = rel(&da, &db);
+        assert!(r <= 1e-3, "{what} {name}: update rel {r:e}");
+    }
+}

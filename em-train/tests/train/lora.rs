@@ -8,11 +8,10 @@ use burn::module::Module;
 use burn::tensor::Device;
 use em_train::data::Sample;
 use em_train::{
-    DataSource, EmFtLoss, Event, LoraConfig, OptimizerConfig, Reduction, RunConfig, TrainError,
-    em_ft_grads, run_em_ft,
+    EmFtLoss, Event, LoraConfig, Reduction, RunConfig, TrainError, em_ft_grads, run_em_ft,
 };
 
-use crate::common::{copy_oracle_model, json, oracle_dir, tensors};
+use crate::common::{copy_oracle_model, json, oracle_dir, oracle_samples_run, tensors};
 
 fn device() -> Device {
     Device::flex()
@@ -24,20 +23,10 @@ fn host(t: burn::tensor::Tensor<1>) -> Vec<f64> {
 
 fn run(model: std::path::PathBuf, lora: LoraConfig) -> RunConfig {
     RunConfig {
-        model,
-        data: DataSource::Samples {
-            path: oracle_dir().join("samples.jsonl"),
-        },
-        steps: 2,
-        batch_size: 3,
-        optimizer: OptimizerConfig {
-            lr: 1e-2,
-            ..OptimizerConfig::default()
-        },
         checkpoint_every: 1,
         keep_last: 5,
         lora: Some(lora),
-        ..RunConfig::default()
+        ..oracle_samples_run(model, 2, 3)
     }
 }
 

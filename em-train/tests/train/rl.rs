@@ -14,6 +14,8 @@ use em_train::{
     Reward, RewardKind, RlConfig, RunConfig, StepMetrics, TrainError, advantages, run_rl,
 };
 
+use crate::common::{prompts_file, write_jsonl};
+
 fn device() -> Device {
     Device::flex()
 }
@@ -209,18 +211,11 @@ fn recomputed_log_probs_equal_the_generators() {
     }
 }
 
-fn write(dir: &Path, name: &str, lines: &[serde_json::Value]) -> PathBuf {
-    let path = dir.join(name);
-    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    std::fs::write(&path, text.join("\n")).unwrap();
-    path
-}
-
 #[test]
 fn replay_groups_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let line = |p: &[u32], r: &[u32]| serde_json::json!({"prompt_ids": p, "response_ids": r});
-    let ok = write(
+    let ok = write_jsonl(
         dir.path(),
         "ok.jsonl",
         &[
@@ -233,7 +228,7 @@ fn replay_groups_are_checked() {
     let groups = read_replay(&ok, 2, 10).unwrap();
     assert_eq!(groups.len(), 2);
     assert_eq!(groups[0].responses, vec![vec![3], vec![4, 5]]);
-    let mixed = write(
+    let mixed = write_jsonl(
         dir.path(),
         "mixed.jsonl",
         &[line(&[1, 2], &[3]), line(&[1, 9], &[4])],
@@ -242,7 +237,7 @@ fn replay_groups_are_checked() {
         read_replay(&mixed, 2, 10),
         Err(TrainError::Data { line: 2, .. })
     ));
-    let short = write(
+    let short = write_jsonl(
         dir.path(),
         "short.jsonl",
         &[line(&[1], &[3]), line(&[1], &[4]), line(&[5], &[6])],
@@ -287,18 +282,16 @@ fn rl_run(model: PathBuf, prompts: PathBuf) -> RunConfig {
     }
 }
 
-fn prompts_file(dir: &Path) -> PathBuf {
-    let lines: Vec<serde_json::Value> = ["What is 12 + 30?", "def fibonacci(n):", "The answer is"]
-        .iter()
-        .map(|p| serde_json::json!({ "problem": p }))
-        .collect();
-    write(dir, "prompts.jsonl", &lines)
-}
+/// The RL tests' prompts.
+const PROMPTS: [&str; 3] = ["What is 12 + 30?", "def fibonacci(n):", "The answer is"];
 
 #[test]
 fn em_rl_token_raises_the_reward_on_the_tiny_model() {
     let dir = tempfile::tempdir().unwrap();
-    let run = rl_run(tiny_checkpoint(dir.path()), prompts_file(dir.path()));
+    let run = rl_run(
+        tiny_checkpoint(dir.path()),
+        prompts_file(dir.path(), &PROMPTS),
+    );
     let mut lines: Vec<StepMetrics> = Vec::new();
     run_rl(&run, &dir.path().join("out"), false, &device(), None, |e| {
         if let Event::Metrics(m) = e {
@@ -342,7 +335,10 @@ fn killed_rl_run_resumes_to_the_same_weights_bit_for_bit() {
         steps: 3,
         checkpoint_every: 1,
         shuffle: Some(1),
-        ..rl_run(tiny_checkpoint(dir.path()), prompts_file(dir.path()))
+        ..rl_run(
+            tiny_checkpoint(dir.path()),
+            prompts_file(dir.path(), &PROMPTS),
+        )
     };
     let whole = dir.path().join("whole");
     run_rl(&run, &whole, false, &device(), None, |_| {

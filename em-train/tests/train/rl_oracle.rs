@@ -15,7 +15,7 @@ use em_train::{
 };
 
 use crate::backend_tests;
-use crate::common::{TestBackend, copy_oracle_model, json, rel, tensors};
+use crate::common::{TestBackend, assert_weights_match, copy_oracle_model, json, rel};
 
 fn rl_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rl")
@@ -169,21 +169,13 @@ fn scenario(backend: &TestBackend, name: &str, micro: Option<usize>) {
         );
         assert_eq!(m.tokens.unwrap() as u64, want["tokens"].as_u64().unwrap());
     }
-    let ours = tensors(&out.join("checkpoint-1"));
-    let theirs = tensors(&rl_dir().join(format!("{name}_mb2.safetensors")));
-    let initial = tensors(&model_dir.join("model.safetensors"));
-    assert_eq!(ours.len(), theirs.len());
-    for ((n, a), ((tn, b), (_, p0))) in ours.iter().zip(theirs.iter().zip(&initial)) {
-        assert_eq!(n, tn);
-        assert!(rel(a, b) <= 1e-4, "{what} {n}: rel {:e}", rel(a, b));
-        let da: Vec<f64> = a.iter().zip(p0).map(|(x, y)| x - y).collect();
-        let db: Vec<f64> = b.iter().zip(p0).map(|(x, y)| x - y).collect();
-        assert!(
-            rel(&da, &db) <= 1e-3,
-            "{what} {n}: update rel {:e}",
-            rel(&da, &db)
-        );
-    }
+    assert_weights_match(
+        &out.join("checkpoint-1"),
+        &rl_dir().join(format!("{name}_mb2.safetensors")),
+        &model_dir.join("model.safetensors"),
+        1e-4,
+        &what,
+    );
 }
 
 fn token_rloo_update_matches_oracle(backend: &TestBackend) {

@@ -13,7 +13,9 @@ use em_train::{
     run_em_ft,
 };
 
-use crate::common::{copy_oracle_model, json, oracle_dir};
+use crate::common::{
+    copy_oracle_model, em_ft_metrics, json, oracle_dir, oracle_samples_run, prompts_file,
+};
 
 fn device() -> Device {
     Device::flex()
@@ -31,21 +33,14 @@ fn tiny_checkpoint(dir: &Path) -> PathBuf {
     model
 }
 
-fn prompts_file(dir: &Path) -> PathBuf {
-    let path = dir.join("prompts.jsonl");
-    let lines: Vec<String> = [
-        "What is 12 + 30?",
-        "def fibonacci(n):",
-        "The capital of France is",
-        "Please reason step by step.",
-        "The answer is",
-    ]
-    .iter()
-    .map(|p| serde_json::json!({ "problem": p }).to_string())
-    .collect();
-    std::fs::write(&path, lines.join("\n")).unwrap();
-    path
-}
+/// The EM-FT run tests' prompts.
+const PROMPTS: [&str; 5] = [
+    "What is 12 + 30?",
+    "def fibonacci(n):",
+    "The capital of France is",
+    "Please reason step by step.",
+    "The answer is",
+];
 
 fn online_run(model: PathBuf, prompts: PathBuf) -> RunConfig {
     RunConfig {
@@ -96,7 +91,7 @@ fn read(path: PathBuf) -> Vec<u8> {
 fn killed_run_resumes_to_the_same_weights_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_checkpoint(dir.path());
-    let run = online_run(model, prompts_file(dir.path()));
+    let run = online_run(model, prompts_file(dir.path(), &PROMPTS));
 
     let whole = dir.path().join("whole");
     let mut whole_lines = Vec::new();
@@ -192,29 +187,8 @@ fn killed_run_resumes_to_the_same_weights_bit_for_bit() {
 #[test]
 fn em_ft_lowers_the_entropy_of_fixed_samples() {
     let dir = tempfile::tempdir().unwrap();
-    let model = copy_oracle_model(dir.path());
-    let run = RunConfig {
-        model,
-        data: DataSource::Samples {
-            path: oracle_dir().join("samples.jsonl"),
-        },
-        steps: 12,
-        batch_size: 6,
-        optimizer: OptimizerConfig {
-            lr: 1e-2,
-            ..OptimizerConfig::default()
-        },
-        ..RunConfig::default()
-    };
-    let mut lines = Vec::new();
-    run_em_ft(
-        &run,
-        &dir.path().join("out"),
-        false,
-        &device(),
-        collect(&mut lines),
-    )
-    .unwrap();
+    let run = oracle_samples_run(copy_oracle_model(dir.path()), 12, 6);
+    let lines = em_ft_metrics(&run, &dir.path().join("out"));
     let first = lines[0].entropy.unwrap();
     let last = lines[11].entropy.unwrap();
     assert!(last < 0.8 * first, "entropy {first} → {last}");
@@ -225,30 +199,11 @@ fn em_ft_lowers_the_entropy_of_fixed_samples() {
 #[test]
 fn kl_term_is_zero_at_the_start_and_grows() {
     let dir = tempfile::tempdir().unwrap();
-    let model = copy_oracle_model(dir.path());
     let run = RunConfig {
-        model,
-        data: DataSource::Samples {
-            path: oracle_dir().join("samples.jsonl"),
-        },
-        steps: 3,
-        batch_size: 6,
         kl_coef: 0.5,
-        optimizer: OptimizerConfig {
-            lr: 1e-2,
-            ..OptimizerConfig::default()
-        },
-        ..RunConfig::default()
+        ..oracle_samples_run(copy_oracle_model(dir.path()), 3, 6)
     };
-    let mut lines = Vec::new();
-    run_em_ft(
-        &run,
-        &dir.path().join("out"),
-        false,
-        &device(),
-        collect(&mut lines),
-    )
-    .unwrap();
+    let lines = em_ft_metrics(&run, &dir.path().join("out"));
     // Step 1: the model is the reference, k3 = 0 and the loss is the entropy alone.
     assert!(lines[0].kl.unwrap().abs() < 1e-6, "{:?}", lines[0].kl);
     assert!((lines[0].loss.unwrap() - lines[0].entropy.unwrap()).abs() < 1e-6);
@@ -273,7 +228,7 @@ fn validation_best_checkpoint_pruning_and_plot() {
         steps: 3,
         checkpoint_every: 1,
         keep_last: 1,
-        ..online_run(model, prompts_file(dir.path()))
+        ..online_run(model, prompts_file(dir.path(), &PROMPTS))
     };
     let mut lines = Vec::new();
     run_em_ft(&run, &out, false, &device(), collect(&mut lines)).unwrap();
@@ -360,7 +315,7 @@ fn bad_input_is_a_typed_error_and_writes_nothing() {
     // Online without a tokenizer, and an invalid config before any work.
     let run = RunConfig {
         data: DataSource::Prompts {
-            path: prompts_file(dir.path()),
+            path: prompts_file(dir.path(), &PROMPTS),
             field: "problem".into(),
             answer_field: None,
         },
@@ -415,27 +370,12 @@ fn best_is_the_highest_accuracy_and_the_earliest_on_a_tie() {
 #[test]
 fn a_bf16_reference_gives_the_kl_of_the_rounded_initial_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let model = copy_oracle_model(dir.path());
     let run = RunConfig {
-        model,
-        data: DataSource::Samples {
-            path: oracle_dir().join("samples.jsonl"),
-        },
-        steps: 1,
-        batch_size: 6,
         kl_coef: 0.5,
         reference_dtype: "bf16".into(),
-        ..RunConfig::default()
+        ..oracle_samples_run(copy_oracle_model(dir.path()), 1, 6)
     };
-    let mut lines = Vec::new();
-    run_em_ft(
-        &run,
-        &dir.path().join("out"),
-        false,
-        &device(),
-        collect(&mut lines),
-    )
-    .unwrap();
+    let lines = em_ft_metrics(&run, &dir.path().join("out"));
     // The f32 policy against its own bf16 rounding: small but not zero.
     let kl = lines[0].kl.unwrap();
     assert!(kl > 0.0 && kl < 1e-2, "{kl}");
