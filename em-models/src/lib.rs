@@ -44,6 +44,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod generation;
+pub mod kernels;
 pub mod loader;
 pub mod model;
 pub mod params;

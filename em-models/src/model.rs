@@ -14,6 +14,7 @@ use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use crate::cache::KvCache;
 use crate::config::{Architecture, Qwen2Config};
 use crate::error::Result;
+use crate::kernels::{self, Layout};
 use crate::rope::{RotaryEmbedding, apply_rope};
 
 /// Which positions' logits a forward pass returns.
@@ -53,64 +54,42 @@ impl RmsNorm {
     }
 }
 
-/// Inputs with at most this many rows (`batch × seq`: decoding) take [`project`]'s split path.
-const FEW_ROWS: usize = 8;
-
-/// `linear(x)`, computed for decode-sized inputs on the CPU as two half products run on two
-/// threads: `x[.., :k/2]·W[:k/2, :] + x[.., k/2:]·W[k/2:, :]` (row halves of burn's `[in, out]`
-/// weight are contiguous, so nothing is copied). flex's matmul runs a one-row product on one
-/// thread, which left half the machine idle while decoding (measured: decode speed equal at 1
-/// and 2 threads); this is the same product with the sum over `k` split in two, equal to the
-/// plain one up to float rounding (tested). Other inputs, other devices and tracked tensors take
-/// burn's `Linear::forward`.
+/// `linear(x)`, `x` in the compute dtype (f32, or f64 for an f64 model) whatever the weights'
+/// width. Decode-sized inputs on the CPU (at most [`kernels::MAX_ROWS`] rows, flex, no autodiff,
+/// f32/f16/bf16 weights) take [`kernels`]' fast path, which streams the weight once in its stored
+/// width on every thread and accumulates in f32; everything else takes burn's `Linear::forward`
+/// in the weights' dtype, `x` cast to it and the result cast back. The two agree up to float
+/// rounding (tested).
 pub(crate) fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
-    let [batch, seq, d_in] = x.dims();
-    if batch * seq > FEW_ROWS || d_in < 128 || x.is_autodiff() || x.device() != Device::flex() {
-        return linear.forward(x);
-    }
     let weight = linear.weight.val();
-    let d_out = weight.dims()[1];
-    let half = d_in / 2;
-    let (x1, x2) = (
-        x.clone().slice([0..batch, 0..seq, 0..half]),
-        x.slice([0..batch, 0..seq, half..d_in]),
-    );
-    let (w1, w2) = (
-        weight.clone().slice([0..half, 0..d_out]),
-        weight.slice([half..d_in, 0..d_out]),
-    );
-    let (y1, y2) = rayon::join(
-        || x1.matmul(w1.unsqueeze::<3>()),
-        || x2.matmul(w2.unsqueeze::<3>()),
-    );
-    let y = y1 + y2;
-    match &linear.bias {
-        Some(bias) => y + bias.val().unsqueeze::<3>(),
-        None => y,
+    let bias = linear.bias.as_ref().map(|b| b.val());
+    kernels::project(&x, &weight, Layout::KN, bias.as_ref())
+        .unwrap_or_else(|| in_width(x, weight.dtype(), |x| linear.forward(x)))
+}
+
+/// `f(x)` computed in `dtype` (the weights'), returned in `x`'s dtype.
+fn in_width(x: Tensor<3>, dtype: DType, f: impl FnOnce(Tensor<3>) -> Tensor<3>) -> Tensor<3> {
+    let compute = x.dtype();
+    if compute == dtype {
+        f(x)
+    } else {
+        f(x.cast(dtype)).cast(compute)
     }
 }
 
-/// The tied head `(E · xᵀ)ᵀ`, `E: [vocab, hidden]` as stored, `x: [batch, seq, hidden]`. For
-/// decode-sized inputs on the CPU the vocabulary is split into two contiguous row halves of `E`
-/// computed on two threads (as [`project`] does for the linears), since flex runs this
-/// one-column product on one thread.
+/// The tied head `(E · xᵀ)ᵀ`, `E: [vocab, hidden]` as stored, `x: [batch, seq, hidden]`:
+/// [`kernels`]' fast path reads `E`'s rows as they are for decode-sized inputs on the CPU; else
+/// burn's matmul, which never transposes the 136M-entry matrix either (a strided view of it is
+/// copied by the matmul on every call); only the small `[batch, hidden, seq]` side is.
 fn tied_head(embedding: Tensor<2>, x: Tensor<3>) -> Tensor<3> {
-    let [batch, seq, _] = x.dims();
-    let [vocab, hidden] = embedding.dims();
-    let xt = x.swap_dims(1, 2);
-    if batch * seq > FEW_ROWS || xt.is_autodiff() || xt.device() != Device::flex() {
-        return embedding.unsqueeze::<3>().matmul(xt).swap_dims(1, 2);
-    }
-    let half = vocab / 2;
-    let (e1, e2) = (
-        embedding.clone().slice([0..half, 0..hidden]),
-        embedding.slice([half..vocab, 0..hidden]),
-    );
-    let (y1, y2) = rayon::join(
-        || e1.unsqueeze::<3>().matmul(xt.clone()),
-        || e2.unsqueeze::<3>().matmul(xt.clone()),
-    );
-    Tensor::cat(vec![y1, y2], 1).swap_dims(1, 2)
+    kernels::project(&x, &embedding, Layout::NK, None).unwrap_or_else(|| {
+        in_width(x, embedding.dtype(), |x| {
+            embedding
+                .unsqueeze::<3>()
+                .matmul(x.swap_dims(1, 2))
+                .swap_dims(1, 2)
+        })
+    })
 }
 
 /// Grouped-query self-attention with RoPE.
@@ -336,7 +315,7 @@ impl Qwen2ForCausalLM {
             .collect();
         let inputs = self.layer_inputs(&spans, start, seq, &device);
 
-        let mut x = self.model.embed_tokens.forward(ids);
+        let mut x = self.embed(ids);
         for (index, layer) in self.model.layers.iter().enumerate() {
             x = layer.forward(x, &inputs, Some((&mut *cache, index)));
         }
@@ -348,9 +327,6 @@ impl Qwen2ForCausalLM {
         let x = self.model.norm.forward(x);
         let out = match &self.lm_head {
             Some(head) => project(head, x),
-            // Tied head: (E · xᵀ)ᵀ with the embedding E `[vocab, hidden]` as stored, so the
-            // 136M-entry matrix is never transposed (a strided view of it is copied by the
-            // matmul on every call); only the small `[batch, hidden, seq]` side is.
             None => tied_head(self.model.embed_tokens.weight.val(), x),
         };
         Ok(em_core::promote(out))
@@ -358,6 +334,16 @@ impl Qwen2ForCausalLM {
 }
 
 impl Qwen2ForCausalLM {
+    /// The embeddings of `ids` in the compute dtype: the residual stream, norms, attention and
+    /// KV cache run in f32 (f64 for an f64 model) whatever the weights' width, as llama.cpp and
+    /// HF's mixed precision do; only the products read 16-bit weights (see [`project`]).
+    ///
+    /// # Shapes
+    /// `[batch, seq] → [batch, seq, hidden_size]`
+    pub(crate) fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        em_core::promote(self.model.embed_tokens.forward(ids))
+    }
+
     /// RoPE tables and the attention mask for `seq` new positions at absolute slots
     /// `start..start + seq` of rows whose real tokens sit at `spans` (KV-cache decoding: after
     /// the left padding; training: left or right padding). A token's position counts from its

@@ -214,7 +214,7 @@ impl Qwen2ForCausalLM {
     /// [`ModelError::ContextOverflow`] for a row longer than `max_position_embeddings`.
     pub fn forward_hidden(&self, ids: Tensor<2, Int>, layout: &BatchLayout) -> Result<Tensor<3>> {
         let inputs = self.batch_inputs(&ids, layout)?;
-        let mut x = self.model.embed_tokens.forward(ids);
+        let mut x = self.embed(ids);
         for layer in &self.model.layers {
             x = layer.forward(x, &inputs, None);
         }
@@ -267,7 +267,7 @@ impl Qwen2ForCausalLM {
         let sel = Selection::new(batch, seq, next_ids, positions)?;
         let plain = self.valid();
         let mut saved = Vec::with_capacity(self.num_layers());
-        let mut x = plain.model.embed_tokens.forward(ids.clone());
+        let mut x = plain.embed(ids.clone());
         for layer in &plain.model.layers {
             saved.push(x.clone());
             x = layer.forward(x, &inputs, None);
@@ -315,7 +315,7 @@ impl Qwen2ForCausalLM {
         }
         if let Some(g) = upstream.filter(|_| self.model.embed_tokens.weight.val().is_require_grad())
         {
-            let embedded = self.model.embed_tokens.forward(ids);
+            let embedded = self.embed(ids);
             let embed_grads = (embedded * g).sum().backward();
             grads.accumulate(&self.model.embed_tokens, &embed_grads);
         }
