@@ -94,9 +94,35 @@ impl Kernels {
     }
 }
 
+/// Row-major `[k, n]` weights at most this wide are split between threads by rows (each thread
+/// streams one contiguous block of whole rows and the partial products are summed); wider ones
+/// (the untied head) by columns.
+const ROW_SPLIT_MAX_N: usize = 16_384;
+
+impl Weights<'_> {
+    /// Entries stored.
+    fn len(&self) -> usize {
+        match self {
+            Weights::F32(w) => w.len(),
+            Weights::F16(w) => w.len(),
+            Weights::Bf16(w) => w.len(),
+        }
+    }
+
+    /// The entries in `range` (of the storage order).
+    fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        match self {
+            Weights::F32(w) => Weights::F32(&w[range]),
+            Weights::F16(w) => Weights::F16(&w[range]),
+            Weights::Bf16(w) => Weights::Bf16(&w[range]),
+        }
+    }
+}
+
 /// `y = x·W` with `x: [rows, k]` (f32, row-major) and `W` a logical `[k, n]` matrix laid out as
-/// `layout` says; returns `[rows, n]` in f32. The output columns are split into one contiguous
-/// range per rayon thread.
+/// `layout` says; returns `[rows, n]` in f32. The work is split between rayon's threads so that
+/// each streams one contiguous stretch of `W`: blocks of whole rows for row-major `[k, n]`
+/// weights up to [`ROW_SPLIT_MAX_N`] wide (partial products summed), column ranges otherwise.
 ///
 /// # Panics
 /// When `rows` is 0 or above [`MAX_ROWS`], or the slices' lengths disagree with the shapes
@@ -109,35 +135,52 @@ pub fn matmul_rows(
     layout: Layout,
     [k, n]: [usize; 2],
 ) -> Vec<f32> {
+    use rayon::prelude::*;
     assert!(
         (1..=MAX_ROWS).contains(&rows),
         "rows {rows} not in 1..={MAX_ROWS}"
     );
     assert_eq!(x.len(), rows * k, "x is not [rows, k]");
-    let len = match weights {
-        Weights::F32(w) => w.len(),
-        Weights::F16(w) => w.len(),
-        Weights::Bf16(w) => w.len(),
-    };
-    assert_eq!(len, k * n, "weights are not [k, n]");
-    // One column range per thread, a multiple of 16 wide (a SIMD tile) except the last.
+    assert_eq!(weights.len(), k * n, "weights are not [k, n]");
     let threads = rayon::current_num_threads().max(1);
+    let part = |x: &[f32], weights: Weights<'_>, k: usize, cols| match weights {
+        Weights::F32(w) => columns(kernels, x, rows, w, layout, [k, n], cols),
+        Weights::F16(w) => columns(kernels, x, rows, w, layout, [k, n], cols),
+        Weights::Bf16(w) => columns(kernels, x, rows, w, layout, [k, n], cols),
+    };
+    if layout == Layout::KN && n <= ROW_SPLIT_MAX_N && threads > 1 && k >= 8 * threads {
+        // One block of whole rows per thread, a multiple of 4 rows (the kernel's streams).
+        let block = k.div_ceil(threads).next_multiple_of(4);
+        let blocks: Vec<(usize, usize)> = (0..k)
+            .step_by(block)
+            .map(|start| (start, (start + block).min(k)))
+            .collect();
+        let parts: Vec<Vec<f32>> = blocks
+            .par_iter()
+            .map(|&(k0, k1)| {
+                let xb: Vec<f32> = (0..rows)
+                    .flat_map(|r| x[r * k + k0..r * k + k1].iter().copied())
+                    .collect();
+                part(&xb, weights.slice(k0 * n..k1 * n), k1 - k0, 0..n)
+            })
+            .collect();
+        let mut parts = parts.into_iter();
+        let mut y = parts.next().unwrap_or_else(|| vec![0.0; rows * n]);
+        for p in parts {
+            y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+        }
+        return y;
+    }
+    // One column range per thread, a multiple of 16 wide (a SIMD tile) except the last.
     let width = n.div_ceil(threads).next_multiple_of(16).max(16);
     let ranges: Vec<(usize, usize)> = (0..n)
         .step_by(width)
         .map(|start| (start, (start + width).min(n)))
         .collect();
-    let parts: Vec<Vec<f32>> = {
-        use rayon::prelude::*;
-        ranges
-            .par_iter()
-            .map(|&(c0, c1)| match weights {
-                Weights::F32(w) => columns(kernels, x, rows, w, layout, [k, n], c0..c1),
-                Weights::F16(w) => columns(kernels, x, rows, w, layout, [k, n], c0..c1),
-                Weights::Bf16(w) => columns(kernels, x, rows, w, layout, [k, n], c0..c1),
-            })
-            .collect()
-    };
+    let parts: Vec<Vec<f32>> = ranges
+        .par_iter()
+        .map(|&(c0, c1)| part(x, weights, k, c0..c1))
+        .collect();
     let mut y = vec![0.0f32; rows * n];
     for (&(c0, c1), part) in ranges.iter().zip(&parts) {
         let width = c1 - c0;
@@ -465,7 +508,7 @@ mod simd {
     }
 
     /// How far ahead of the current read each stream prefetches, in bytes.
-    const PREFETCH: usize = 1024;
+    const PREFETCH: usize = 4096;
 
     /// Asks for the cache line `bytes` after `p` (a hint: it never faults, even out of bounds).
     #[inline(always)]
@@ -504,7 +547,7 @@ mod simd {
         // SAFETY: forwarded from the caller.
         unsafe {
             match rows {
-                1 => kn_tile_avx2::<E, 1>(x, k, w, n, c0, t, acc),
+                1 => kn_tile_one_avx2::<E>(x, k, w, n, c0, t, acc),
                 2 => kn_tile_avx2::<E, 2>(x, k, w, n, c0, t, acc),
                 3 => kn_tile_avx2::<E, 3>(x, k, w, n, c0, t, acc),
                 4 => kn_tile_avx2::<E, 4>(x, k, w, n, c0, t, acc),
@@ -512,6 +555,73 @@ mod simd {
                 6 => kn_tile_avx2::<E, 6>(x, k, w, n, c0, t, acc),
                 7 => kn_tile_avx2::<E, 7>(x, k, w, n, c0, t, acc),
                 _ => kn_tile_avx2::<E, 8>(x, k, w, n, c0, t, acc),
+            }
+        }
+    }
+
+    /// [`kn_tile_avx2`] for one row of `x` (batch-1 decoding, the memory-bound case): eight
+    /// rows of `W` an eighth of `k` apart at a time (eight prefetched streams), sixteen columns
+    /// at a time, each stream's two vectors used once and dropped so that the eight broadcasts
+    /// of `x` and two accumulators fit the sixteen registers.
+    ///
+    /// # Safety
+    /// As [`kn_tile_avx2`]'s with one row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn kn_tile_one_avx2<E: Lanes>(
+        x: &[f32],
+        k: usize,
+        w: &[E],
+        n: usize,
+        c0: usize,
+        t: usize,
+        acc: &mut [f32],
+    ) {
+        const S: usize = 8;
+        let t16 = t / 16 * 16;
+        let q = k / S;
+        let size = std::mem::size_of::<E>();
+        let gap = (n - t) * size;
+        let xp = x.as_ptr();
+        let ap = acc.as_mut_ptr();
+        let wp = w.as_ptr();
+        // SAFETY (whole block): rows of W are i + s·q < S·q ≤ k (then S·q..k one by one) at
+        // columns c0 + j + 0..16 ≤ c0 + t ≤ n; x at a row index < k; acc at j + 0..16 ≤ t.
+        // Prefetches only hint and may point anywhere.
+        unsafe {
+            for i in 0..q {
+                let rows: [usize; S] = std::array::from_fn(|s| i + s * q);
+                let ws = rows.map(|row| wp.add(row * n + c0));
+                let xb = rows.map(|row| _mm256_broadcast_ss(&*xp.add(row)));
+                let mut j = 0;
+                while j < t16 {
+                    let ahead = j * size + PREFETCH;
+                    let ahead = if ahead < t * size { ahead } else { ahead + gap };
+                    let a = ap.add(j);
+                    let mut s0 = _mm256_loadu_ps(a);
+                    let mut s1 = _mm256_loadu_ps(a.add(8));
+                    for s in 0..S {
+                        prefetch(ws[s], ahead);
+                        s0 = _mm256_fmadd_ps(E::load8(ws[s].add(j)), xb[s], s0);
+                        s1 = _mm256_fmadd_ps(E::load8(ws[s].add(j + 8)), xb[s], s1);
+                    }
+                    _mm256_storeu_ps(a, s0);
+                    _mm256_storeu_ps(a.add(8), s1);
+                    j += 16;
+                }
+                for j in t16..t {
+                    let a = &mut *ap.add(j);
+                    for (&row, wq) in rows.iter().zip(ws) {
+                        *a = (*wq.add(j)).widen().mul_add(*xp.add(row), *a);
+                    }
+                }
+            }
+            for i in S * q..k {
+                let w0 = wp.add(i * n + c0);
+                let xi = *xp.add(i);
+                for j in 0..t {
+                    let a = &mut *ap.add(j);
+                    *a = (*w0.add(j)).widen().mul_add(xi, *a);
+                }
             }
         }
     }
