@@ -12,7 +12,8 @@
 //! cargo bench -p em-benches --bench kernels
 //! ```
 //!
-//! Groups: `cpu/kernels/{layout}_{dtype}_r{rows}` and `flex/burn_matmul/{layout}_{dtype}_r{rows}`.
+//! Groups: `cpu/kernels/{isa}_{layout}_{dtype}_r{rows}` (every SIMD set the CPU has) and
+//! `flex/burn_matmul/{layout}_{dtype}_r{rows}`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -80,50 +81,56 @@ fn bytes(dtype: DType) -> u64 {
 }
 
 fn kernels(c: &mut Criterion) {
-    let kernels = Kernels::detect();
+    let simd: Vec<Kernels> = Kernels::available()
+        .into_iter()
+        .filter(|k| *k != Kernels::Portable)
+        .collect();
     let layers: Vec<Stored> = (0..LAYERS as u64).map(|i| Stored::new(K * N, i)).collect();
     let head = Stored::new(VOCAB * K, 99);
     let mut group = c.benchmark_group("cpu/kernels");
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
-    for dtype in [DType::F32, DType::F16, DType::BF16] {
-        for rows in [1usize, 8] {
-            let x = values(rows * K, 7);
-            group.throughput(Throughput::Bytes((LAYERS * K * N) as u64 * bytes(dtype)));
-            group.bench_function(
-                BenchmarkId::from_parameter(format!("kn_{}_r{rows}", name(dtype))),
-                |b| {
-                    b.iter(|| {
-                        for layer in &layers {
+    for kernels in simd {
+        let isa = format!("{kernels:?}").to_lowercase();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for rows in [1usize, 8] {
+                let x = values(rows * K, 7);
+                group.throughput(Throughput::Bytes((LAYERS * K * N) as u64 * bytes(dtype)));
+                group.bench_function(
+                    BenchmarkId::from_parameter(format!("{isa}_kn_{}_r{rows}", name(dtype))),
+                    |b| {
+                        b.iter(|| {
+                            for layer in &layers {
+                                matmul_rows(
+                                    kernels,
+                                    &x,
+                                    rows,
+                                    layer.weights(dtype),
+                                    Layout::KN,
+                                    [K, N],
+                                );
+                            }
+                        })
+                    },
+                );
+                group.throughput(Throughput::Bytes((VOCAB * K) as u64 * bytes(dtype)));
+                group.bench_function(
+                    BenchmarkId::from_parameter(format!("{isa}_nk_{}_r{rows}", name(dtype))),
+                    |b| {
+                        b.iter(|| {
                             matmul_rows(
                                 kernels,
                                 &x,
                                 rows,
-                                layer.weights(dtype),
-                                Layout::KN,
-                                [K, N],
-                            );
-                        }
-                    })
-                },
-            );
-            group.throughput(Throughput::Bytes((VOCAB * K) as u64 * bytes(dtype)));
-            group.bench_function(
-                BenchmarkId::from_parameter(format!("nk_{}_r{rows}", name(dtype))),
-                |b| {
-                    b.iter(|| {
-                        matmul_rows(
-                            kernels,
-                            &x,
-                            rows,
-                            head.weights(dtype),
-                            Layout::NK,
-                            [K, VOCAB],
-                        )
-                    })
-                },
-            );
+                                head.weights(dtype),
+                                Layout::NK,
+                                [K, VOCAB],
+                            )
+                        })
+                    },
+                );
+            }
         }
     }
     group.finish();

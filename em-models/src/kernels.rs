@@ -79,17 +79,42 @@ impl Elem for bf16 {
 pub enum Kernels {
     /// Plain Rust loops: any CPU, and the twin the SIMD kernels are tested against.
     Portable,
-    /// AVX2 + FMA + F16C (x86-64).
-    Simd,
+    /// AVX2 + FMA + F16C (x86-64), eight f32 lanes.
+    Avx2,
+    /// AVX-512 F (x86-64), sixteen f32 lanes.
+    Avx512,
 }
 
 impl Kernels {
-    /// The fastest kernels this CPU runs.
+    /// The fastest kernels this CPU runs (checked once).
     pub fn detect() -> Self {
-        if simd::available() {
-            Self::Simd
+        if simd::available(simd::Isa::Avx512) {
+            Self::Avx512
+        } else if simd::available(simd::Isa::Avx2) {
+            Self::Avx2
         } else {
             Self::Portable
+        }
+    }
+
+    /// Every kind this CPU runs, portable first (for tests and benches).
+    pub fn available() -> Vec<Self> {
+        let mut out = vec![Self::Portable];
+        if simd::available(simd::Isa::Avx2) {
+            out.push(Self::Avx2);
+        }
+        if simd::available(simd::Isa::Avx512) {
+            out.push(Self::Avx512);
+        }
+        out
+    }
+
+    /// The SIMD instruction set, if any.
+    fn isa(self) -> Option<simd::Isa> {
+        match self {
+            Self::Portable => None,
+            Self::Avx2 => Some(simd::Isa::Avx2),
+            Self::Avx512 => Some(simd::Isa::Avx512),
         }
     }
 }
@@ -214,9 +239,21 @@ fn columns<E: Elem>(
                 let t = tile.min(cols.end - start);
                 let acc = &mut acc[..rows * t];
                 acc.fill(0.0);
-                match kernels {
-                    Kernels::Simd => simd::kn_tile(x, rows, k, w, n, start, t, acc),
-                    Kernels::Portable => kn_tile(x, rows, k, w, n, start, t, acc),
+                match kernels.isa() {
+                    Some(isa) => simd::dispatch(
+                        isa,
+                        simd::Op::Kn {
+                            x,
+                            rows,
+                            k,
+                            w,
+                            n,
+                            c0: start,
+                            t,
+                            acc,
+                        },
+                    ),
+                    None => kn_tile(x, rows, k, w, n, start, t, acc),
                 }
                 let at = start - cols.start;
                 for r in 0..rows {
@@ -226,9 +263,19 @@ fn columns<E: Elem>(
                 start += t;
             }
         }
-        Layout::NK => match kernels {
-            Kernels::Simd => simd::nk_rows(x, rows, k, w, cols, &mut out),
-            Kernels::Portable => nk_rows(x, rows, k, w, cols, &mut out),
+        Layout::NK => match kernels.isa() {
+            Some(isa) => simd::dispatch(
+                isa,
+                simd::Op::Nk {
+                    x,
+                    rows,
+                    k,
+                    w,
+                    cols,
+                    out: &mut out,
+                },
+            ),
+            None => nk_rows(x, rows, k, w, cols, &mut out),
         },
     }
     out
@@ -384,10 +431,15 @@ mod flex {
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+// Index loops on purpose: iterator adaptors over the stream arrays are closures, which must not
+// appear in the kernels (see `Vector`).
+#[allow(clippy::needless_range_loop)]
 mod simd {
-    //! AVX2 + FMA + F16C versions of [`super::kn_tile`] and [`super::nk_rows`], same loops,
-    //! eight lanes at a time. Entered only through the safe wrappers below, which check the
-    //! CPU's features (once) and every slice bound the raw-pointer loops rely on.
+    //! The SIMD versions of [`super::kn_tile`] and [`super::nk_rows`]: one body per kernel,
+    //! generic over the vector type ([`Vector`]: AVX2's eight f32 lanes or AVX-512's sixteen),
+    //! compiled for each instruction set by a `#[target_feature]` entry point. Entered only
+    //! through the safe wrappers below, which check the CPU's features (once) and every slice
+    //! bound the raw-pointer loops rely on.
 
     use std::arch::x86_64::*;
     use std::ops::Range;
@@ -395,44 +447,141 @@ mod simd {
 
     use half::{bf16, f16};
 
-    use super::Elem;
+    use super::{Elem, MAX_ROWS};
 
-    /// Whether this CPU has AVX2, FMA and F16C (checked once).
-    pub(super) fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
+    /// The instruction sets with kernels here.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Isa {
+        /// AVX2 + FMA + F16C.
+        Avx2,
+        /// AVX-512 F (16-lane f32 vectors, f16 widening included).
+        Avx512,
+    }
+
+    /// Whether this CPU runs `isa`'s kernels (checked once per set).
+    pub(super) fn available(isa: Isa) -> bool {
+        static AVX2: OnceLock<bool> = OnceLock::new();
+        static AVX512: OnceLock<bool> = OnceLock::new();
+        let avx2 = || {
             is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c")
-        })
+        };
+        match isa {
+            Isa::Avx2 => *AVX2.get_or_init(avx2),
+            Isa::Avx512 => *AVX512.get_or_init(|| avx2() && is_x86_feature_detected!("avx512f")),
+        }
     }
 
-    /// Eight consecutive elements widened to f32 lanes.
-    trait Lanes: Elem {
+    /// A vector of f32 lanes. Every method is `#[inline(always)]` and only ever inlined into
+    /// the `#[target_feature]` entry points of its instruction set. The kernels call them in
+    /// plain loops, never in closures (`array::map`): a closure that is not inlined is compiled
+    /// without the target features, and every intrinsic in it becomes a call (bf16 at 8 rows
+    /// ran 3× slower than f16 that way).
+    trait Vector: Copy {
+        /// Lanes.
+        const LANES: usize;
+        /// # Safety (every method)
+        /// The CPU has the vector's instruction set; pointers are readable/writable for
+        /// `LANES` f32.
+        unsafe fn zero() -> Self;
+        unsafe fn splat(v: f32) -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(p: *mut f32, v: Self);
+        /// `a·b + c`.
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+        /// The sum of the lanes.
+        unsafe fn sum(v: Self) -> f32;
+    }
+
+    /// `LANES` consecutive weights widened to a vector of f32 (exactly).
+    trait Widen<V: Vector>: Elem {
         /// # Safety
-        /// `p..p + 8` must be readable, and the CPU must have AVX2 and F16C.
-        unsafe fn load8(p: *const Self) -> __m256;
+        /// `p..p + LANES` readable; the CPU has `V`'s instruction set.
+        unsafe fn widen_load(p: *const Self) -> V;
     }
 
-    impl Lanes for f32 {
+    impl Vector for __m256 {
+        const LANES: usize = 8;
         #[inline(always)]
-        unsafe fn load8(p: *const f32) -> __m256 {
-            // SAFETY: the caller guarantees 8 readable floats; loadu has no alignment need.
+        unsafe fn zero() -> Self {
+            // SAFETY (this impl): AVX2/FMA checked by the caller; 8 floats at each pointer.
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn sum(v: Self) -> f32 {
+            unsafe {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
+            }
+        }
+    }
+
+    impl Vector for __m512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY (this impl): AVX-512F checked by the caller; 16 floats at each pointer.
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn sum(v: Self) -> f32 {
+            unsafe { _mm512_reduce_add_ps(v) }
+        }
+    }
+
+    impl Widen<__m256> for f32 {
+        #[inline(always)]
+        unsafe fn widen_load(p: *const f32) -> __m256 {
+            // SAFETY: 8 readable floats (caller); loadu needs no alignment.
             unsafe { _mm256_loadu_ps(p) }
         }
     }
 
-    impl Lanes for f16 {
+    impl Widen<__m256> for f16 {
         #[inline(always)]
-        unsafe fn load8(p: *const f16) -> __m256 {
+        unsafe fn widen_load(p: *const f16) -> __m256 {
             // SAFETY: 8 readable halves = 16 bytes; F16C checked by the caller.
             unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
         }
     }
 
-    impl Lanes for bf16 {
+    impl Widen<__m256> for bf16 {
         #[inline(always)]
-        unsafe fn load8(p: *const bf16) -> __m256 {
+        unsafe fn widen_load(p: *const bf16) -> __m256 {
             // SAFETY: 8 readable bf16 = 16 bytes; AVX2 checked by the caller. Zero-extending
             // each 16-bit value and shifting it to the top half is the exact widening.
             unsafe {
@@ -442,68 +591,30 @@ mod simd {
         }
     }
 
-    /// Dispatches the element type to its [`Lanes`] kernel (the three types are the only
-    /// [`Elem`]s).
-    fn as_lanes<E: Elem, F: Elem>(w: &[E]) -> Option<&[F]> {
-        (std::any::TypeId::of::<E>() == std::any::TypeId::of::<F>()).then(|| {
-            // SAFETY: E and F are the same type (checked just above), so the slice is
-            // reinterpreted as itself.
-            unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<F>(), w.len()) }
-        })
-    }
-
-    /// See [`super::kn_tile`].
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn kn_tile<E: Elem>(
-        x: &[f32],
-        rows: usize,
-        k: usize,
-        w: &[E],
-        n: usize,
-        c0: usize,
-        t: usize,
-        acc: &mut [f32],
-    ) {
-        assert!(available(), "AVX2/FMA/F16C kernels on a CPU without them");
-        assert!(x.len() >= rows * k && acc.len() >= rows * t && c0 + t <= n);
-        assert!(w.len() >= k * n, "weights shorter than [k, n]");
-        if let Some(w) = as_lanes::<E, f32>(w) {
-            // SAFETY: features checked and bounds asserted above.
-            unsafe { kn_tile_rows(x, rows, k, w, n, c0, t, acc) }
-        } else if let Some(w) = as_lanes::<E, f16>(w) {
-            // SAFETY: as above.
-            unsafe { kn_tile_rows(x, rows, k, w, n, c0, t, acc) }
-        } else if let Some(w) = as_lanes::<E, bf16>(w) {
-            // SAFETY: as above.
-            unsafe { kn_tile_rows(x, rows, k, w, n, c0, t, acc) }
-        } else {
-            super::kn_tile(x, rows, k, w, n, c0, t, acc)
+    impl Widen<__m512> for f32 {
+        #[inline(always)]
+        unsafe fn widen_load(p: *const f32) -> __m512 {
+            // SAFETY: 16 readable floats (caller).
+            unsafe { _mm512_loadu_ps(p) }
         }
     }
 
-    /// See [`super::nk_rows`].
-    pub(super) fn nk_rows<E: Elem>(
-        x: &[f32],
-        rows: usize,
-        k: usize,
-        w: &[E],
-        cols: Range<usize>,
-        out: &mut [f32],
-    ) {
-        assert!(available(), "AVX2/FMA/F16C kernels on a CPU without them");
-        assert!(x.len() >= rows * k && out.len() >= rows * cols.len());
-        assert!(w.len() >= cols.end * k, "weights shorter than [n, k]");
-        if let Some(w) = as_lanes::<E, f32>(w) {
-            // SAFETY: features checked and bounds asserted above.
-            unsafe { nk_rows_streams(x, rows, k, w, cols, out) }
-        } else if let Some(w) = as_lanes::<E, f16>(w) {
-            // SAFETY: as above.
-            unsafe { nk_rows_streams(x, rows, k, w, cols, out) }
-        } else if let Some(w) = as_lanes::<E, bf16>(w) {
-            // SAFETY: as above.
-            unsafe { nk_rows_streams(x, rows, k, w, cols, out) }
-        } else {
-            super::nk_rows(x, rows, k, w, cols, out)
+    impl Widen<__m512> for f16 {
+        #[inline(always)]
+        unsafe fn widen_load(p: *const f16) -> __m512 {
+            // SAFETY: 16 readable halves = 32 bytes; AVX-512F checked by the caller.
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+        }
+    }
+
+    impl Widen<__m512> for bf16 {
+        #[inline(always)]
+        unsafe fn widen_load(p: *const bf16) -> __m512 {
+            // SAFETY: 16 readable bf16 = 32 bytes; AVX-512F checked by the caller.
+            unsafe {
+                let raw = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(raw))
+            }
         }
     }
 
@@ -518,56 +629,256 @@ mod simd {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(bytes)) }
     }
 
-    /// Four rows of `W` a quarter of `k` apart at a time, eight columns at a time; each widened
-    /// weight vector is used for every row of `x`.
+    /// Reinterprets `&[E]` as `&[F]` when they are the same type (the dispatch from the generic
+    /// element type to the three [`Widen`] implementations).
+    fn same<E: Elem, F: Elem>(w: &[E]) -> Option<&[F]> {
+        (std::any::TypeId::of::<E>() == std::any::TypeId::of::<F>()).then(|| {
+            // SAFETY: E and F are the same type (checked just above).
+            unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<F>(), w.len()) }
+        })
+    }
+
+    /// Calls `$kernel::<$vector, T, ..>` with `$w` as the concrete element type `T` (f32, f16
+    /// or bf16), the row count as a constant, under `$isa`'s target features.
+    macro_rules! entry {
+        ($name:ident, $features:literal, $vector:ty) => {
+            /// The kernels compiled for one instruction set.
+            ///
+            /// # Safety
+            /// The CPU has the instruction set; bounds as the safe wrappers assert.
+            #[target_feature(enable = $features)]
+            unsafe fn $name<E: Widen<$vector>>(op: Op<'_, E>) {
+                // SAFETY: forwarded from the caller.
+                unsafe { run::<$vector, E>(op) }
+            }
+        };
+    }
+
+    /// One kernel call's arguments (see [`super::kn_tile`] and [`super::nk_rows`]).
+    pub(super) enum Op<'a, E> {
+        /// `acc[r, j] += Σ_i x[r, i]·W[i, c0 + j]`.
+        Kn {
+            x: &'a [f32],
+            rows: usize,
+            k: usize,
+            w: &'a [E],
+            n: usize,
+            c0: usize,
+            t: usize,
+            acc: &'a mut [f32],
+        },
+        /// `out[r, j - cols.start] = W[j, :]·x[r, :]`.
+        Nk {
+            x: &'a [f32],
+            rows: usize,
+            k: usize,
+            w: &'a [E],
+            cols: Range<usize>,
+            out: &'a mut [f32],
+        },
+    }
+
+    entry!(avx2, "avx2,fma,f16c", __m256);
+    entry!(avx512, "avx512f,avx2,fma,f16c", __m512);
+
+    /// Checks `op`'s bounds and runs it with `isa`'s kernels.
     ///
-    /// Four far-apart rows are four independent memory streams, each prefetched [`PREFETCH`]
-    /// bytes ahead (continuing into its next row's segment at the end of a segment): one
-    /// sequential stream per core reaches about 16 GB/s on the 2-core dev VM, four prefetched
-    /// ones about 38 (measured with a C read loop, `scripts` has none: see #14's note).
+    /// # Panics
+    /// When `isa` is not available or a bound does not hold.
+    pub(super) fn dispatch<E: Elem>(isa: Isa, op: Op<'_, E>) {
+        assert!(available(isa), "{isa:?} kernels on a CPU without them");
+        match &op {
+            Op::Kn {
+                x,
+                rows,
+                k,
+                w,
+                n,
+                c0,
+                t,
+                acc,
+            } => {
+                assert!((1..=MAX_ROWS).contains(rows));
+                assert!(x.len() >= rows * k && acc.len() >= rows * t && c0 + t <= *n);
+                assert!(w.len() >= k * n, "weights shorter than [k, n]");
+            }
+            Op::Nk {
+                x,
+                rows,
+                k,
+                w,
+                cols,
+                out,
+            } => {
+                assert!((1..=MAX_ROWS).contains(rows));
+                assert!(x.len() >= rows * k && out.len() >= rows * cols.len());
+                assert!(w.len() >= cols.end * k, "weights shorter than [n, k]");
+            }
+        }
+        fn typed<E: Elem, F: Elem>(op: Op<'_, E>) -> Result<Op<'_, F>, Op<'_, E>> {
+            match op {
+                Op::Kn {
+                    x,
+                    rows,
+                    k,
+                    w,
+                    n,
+                    c0,
+                    t,
+                    acc,
+                } => match same::<E, F>(w) {
+                    Some(w) => Ok(Op::Kn {
+                        x,
+                        rows,
+                        k,
+                        w,
+                        n,
+                        c0,
+                        t,
+                        acc,
+                    }),
+                    None => Err(Op::Kn {
+                        x,
+                        rows,
+                        k,
+                        w,
+                        n,
+                        c0,
+                        t,
+                        acc,
+                    }),
+                },
+                Op::Nk {
+                    x,
+                    rows,
+                    k,
+                    w,
+                    cols,
+                    out,
+                } => match same::<E, F>(w) {
+                    Some(w) => Ok(Op::Nk {
+                        x,
+                        rows,
+                        k,
+                        w,
+                        cols,
+                        out,
+                    }),
+                    None => Err(Op::Nk {
+                        x,
+                        rows,
+                        k,
+                        w,
+                        cols,
+                        out,
+                    }),
+                },
+            }
+        }
+        macro_rules! go {
+            ($op:expr) => {
+                // SAFETY: the instruction set is available and the bounds hold (asserted
+                // above).
+                unsafe {
+                    match isa {
+                        Isa::Avx2 => avx2($op),
+                        Isa::Avx512 => avx512($op),
+                    }
+                }
+            };
+        }
+        let op = match typed::<E, f32>(op) {
+            Ok(op) => return go!(op),
+            Err(op) => op,
+        };
+        let op = match typed::<E, f16>(op) {
+            Ok(op) => return go!(op),
+            Err(op) => op,
+        };
+        match typed::<E, bf16>(op) {
+            Ok(op) => go!(op),
+            Err(Op::Kn {
+                x,
+                rows,
+                k,
+                w,
+                n,
+                c0,
+                t,
+                acc,
+            }) => super::kn_tile(x, rows, k, w, n, c0, t, acc),
+            Err(Op::Nk {
+                x,
+                rows,
+                k,
+                w,
+                cols,
+                out,
+            }) => super::nk_rows(x, rows, k, w, cols, out),
+        }
+    }
+
+    /// `op` with the row count as a constant: the broadcasts of `x` leave the inner loops and
+    /// the row loops unroll.
     ///
     /// # Safety
-    /// AVX2/FMA/F16C present; `x: [rows, k]`, `acc: [rows, t]`, `w: [k, n]` with `c0 + t ≤ n`.
-    /// [`kn_tile_avx2`] with the row count as a constant, so that the broadcasts of `x` leave
-    /// the inner loop and the row loop unrolls.
-    ///
-    /// # Safety
-    /// As [`kn_tile_avx2`]'s.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn kn_tile_rows<E: Lanes>(
-        x: &[f32],
-        rows: usize,
-        k: usize,
-        w: &[E],
-        n: usize,
-        c0: usize,
-        t: usize,
-        acc: &mut [f32],
-    ) {
+    /// As the entry points'.
+    #[inline(always)]
+    unsafe fn run<V: Vector, E: Widen<V>>(op: Op<'_, E>) {
         // SAFETY: forwarded from the caller.
         unsafe {
-            match rows {
-                1 => kn_tile_one_avx2::<E>(x, k, w, n, c0, t, acc),
-                2 => kn_tile_avx2::<E, 2>(x, k, w, n, c0, t, acc),
-                3 => kn_tile_avx2::<E, 3>(x, k, w, n, c0, t, acc),
-                4 => kn_tile_avx2::<E, 4>(x, k, w, n, c0, t, acc),
-                5 => kn_tile_avx2::<E, 5>(x, k, w, n, c0, t, acc),
-                6 => kn_tile_avx2::<E, 6>(x, k, w, n, c0, t, acc),
-                7 => kn_tile_avx2::<E, 7>(x, k, w, n, c0, t, acc),
-                _ => kn_tile_avx2::<E, 8>(x, k, w, n, c0, t, acc),
+            match op {
+                Op::Kn {
+                    x,
+                    rows,
+                    k,
+                    w,
+                    n,
+                    c0,
+                    t,
+                    acc,
+                } => match rows {
+                    1 => kn_one::<V, E>(x, k, w, n, c0, t, acc),
+                    2 => kn::<V, E, 2>(x, k, w, n, c0, t, acc),
+                    3 => kn::<V, E, 3>(x, k, w, n, c0, t, acc),
+                    4 => kn::<V, E, 4>(x, k, w, n, c0, t, acc),
+                    5 => kn::<V, E, 5>(x, k, w, n, c0, t, acc),
+                    6 => kn::<V, E, 6>(x, k, w, n, c0, t, acc),
+                    7 => kn::<V, E, 7>(x, k, w, n, c0, t, acc),
+                    _ => kn::<V, E, 8>(x, k, w, n, c0, t, acc),
+                },
+                // As many streams as the accumulators (rows × streams ≤ 8) allow.
+                Op::Nk {
+                    x,
+                    rows,
+                    k,
+                    w,
+                    cols,
+                    out,
+                } => match rows {
+                    1 => nk::<V, E, 1, 4>(x, k, w, cols, out),
+                    2 => nk::<V, E, 2, 4>(x, k, w, cols, out),
+                    3 => nk::<V, E, 3, 2>(x, k, w, cols, out),
+                    4 => nk::<V, E, 4, 2>(x, k, w, cols, out),
+                    5 => nk::<V, E, 5, 1>(x, k, w, cols, out),
+                    6 => nk::<V, E, 6, 1>(x, k, w, cols, out),
+                    7 => nk::<V, E, 7, 1>(x, k, w, cols, out),
+                    _ => nk::<V, E, 8, 1>(x, k, w, cols, out),
+                },
             }
         }
     }
 
-    /// [`kn_tile_avx2`] for one row of `x` (batch-1 decoding, the memory-bound case): eight
-    /// rows of `W` an eighth of `k` apart at a time (eight prefetched streams), sixteen columns
-    /// at a time, each stream's two vectors used once and dropped so that the eight broadcasts
-    /// of `x` and two accumulators fit the sixteen registers.
+    /// Batch-1 `kn` (the memory-bound case): eight rows of `W` an eighth of `k` apart at a time
+    /// (eight independent memory streams, each prefetched [`PREFETCH`] bytes ahead, continuing
+    /// into its next row's segment at the end of a segment), two vectors of columns at a time,
+    /// each weight vector used once. One sequential stream per core reads ~16 GB/s on the
+    /// 2-core dev VM, four or eight prefetched ones ~38 (C read loop; #14's note).
     ///
     /// # Safety
-    /// As [`kn_tile_avx2`]'s with one row.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn kn_tile_one_avx2<E: Lanes>(
+    /// The CPU has `V`'s set; `x: [1, k]`, `acc: [1, t]`, `w: [k, n]` with `c0 + t ≤ n`.
+    #[inline(always)]
+    unsafe fn kn_one<V: Vector, E: Widen<V>>(
         x: &[f32],
         k: usize,
         w: &[E],
@@ -577,7 +888,9 @@ mod simd {
         acc: &mut [f32],
     ) {
         const S: usize = 8;
-        let t16 = t / 16 * 16;
+        let l = V::LANES;
+        let step = 2 * l;
+        let tv = t / step * step;
         let q = k / S;
         let size = std::mem::size_of::<E>();
         let gap = (n - t) * size;
@@ -585,30 +898,33 @@ mod simd {
         let ap = acc.as_mut_ptr();
         let wp = w.as_ptr();
         // SAFETY (whole block): rows of W are i + s·q < S·q ≤ k (then S·q..k one by one) at
-        // columns c0 + j + 0..16 ≤ c0 + t ≤ n; x at a row index < k; acc at j + 0..16 ≤ t.
-        // Prefetches only hint and may point anywhere.
+        // columns c0 + j + 0..2·LANES ≤ c0 + t ≤ n; x at a row index < k; acc at j + 0..2·LANES
+        // ≤ t. Prefetches only hint and may point anywhere.
         unsafe {
             for i in 0..q {
                 let rows: [usize; S] = std::array::from_fn(|s| i + s * q);
                 let ws = rows.map(|row| wp.add(row * n + c0));
-                let xb = rows.map(|row| _mm256_broadcast_ss(&*xp.add(row)));
+                let mut xb = [V::zero(); S];
+                for s in 0..S {
+                    xb[s] = V::splat(*xp.add(rows[s]));
+                }
                 let mut j = 0;
-                while j < t16 {
+                while j < tv {
                     let ahead = j * size + PREFETCH;
                     let ahead = if ahead < t * size { ahead } else { ahead + gap };
                     let a = ap.add(j);
-                    let mut s0 = _mm256_loadu_ps(a);
-                    let mut s1 = _mm256_loadu_ps(a.add(8));
+                    let mut s0 = V::load(a);
+                    let mut s1 = V::load(a.add(l));
                     for s in 0..S {
                         prefetch(ws[s], ahead);
-                        s0 = _mm256_fmadd_ps(E::load8(ws[s].add(j)), xb[s], s0);
-                        s1 = _mm256_fmadd_ps(E::load8(ws[s].add(j + 8)), xb[s], s1);
+                        s0 = V::fma(E::widen_load(ws[s].add(j)), xb[s], s0);
+                        s1 = V::fma(E::widen_load(ws[s].add(j + l)), xb[s], s1);
                     }
-                    _mm256_storeu_ps(a, s0);
-                    _mm256_storeu_ps(a.add(8), s1);
-                    j += 16;
+                    V::store(a, s0);
+                    V::store(a.add(l), s1);
+                    j += step;
                 }
-                for j in t16..t {
+                for j in tv..t {
                     let a = &mut *ap.add(j);
                     for (&row, wq) in rows.iter().zip(ws) {
                         *a = (*wq.add(j)).widen().mul_add(*xp.add(row), *a);
@@ -626,9 +942,15 @@ mod simd {
         }
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn kn_tile_avx2<E: Lanes, const R: usize>(
+    /// `kn` for `R` rows of `x`: four rows of `W` a quarter of `k` apart at a time (four
+    /// prefetched streams), one vector of columns at a time; each widened weight vector is used
+    /// for every row of `x`. (Two vectors at a time kept eight widened vectors live, which LLVM
+    /// re-widened for every row rather than spill: bf16 at 8 rows ran 3× slower than f16.)
+    ///
+    /// # Safety
+    /// The CPU has `V`'s set; `x: [R, k]`, `acc: [R, t]`, `w: [k, n]` with `c0 + t ≤ n`.
+    #[inline(always)]
+    unsafe fn kn<V: Vector, E: Widen<V>, const R: usize>(
         x: &[f32],
         k: usize,
         w: &[E],
@@ -637,57 +959,59 @@ mod simd {
         t: usize,
         acc: &mut [f32],
     ) {
-        let t16 = t / 16 * 16;
-        let q = k / 4;
+        const S: usize = 4;
+        let l = V::LANES;
+        let tv = t / l * l;
+        let q = k / S;
         let size = std::mem::size_of::<E>();
-        // Bytes to skip from the end of a segment to the same column of the next row.
         let gap = (n - t) * size;
         let xp = x.as_ptr();
         let ap = acc.as_mut_ptr();
         let wp = w.as_ptr();
-        // SAFETY (whole block): every dereferenced pointer stays inside the bounds the caller
-        // guarantees: rows of W are i, i+q, i+2q, i+3q < 4q ≤ k (then 4q..k one by one) at
-        // columns c0 + j + 0..16 ≤ c0 + t ≤ n; x at r·k + row < R·k; acc at r·t + j + 0..16
-        // ≤ R·t. Prefetches only hint and may point anywhere.
+        // SAFETY (whole block): rows of W are i + s·q < 4q ≤ k (then 4q..k one by one) at
+        // columns c0 + j + 0..LANES ≤ c0 + t ≤ n; x at r·k + row < R·k; acc at
+        // r·t + j + 0..LANES ≤ R·t. Prefetches only hint and may point anywhere.
         unsafe {
             for i in 0..q {
-                let rows4 = [i, i + q, i + 2 * q, i + 3 * q];
-                let ws = rows4.map(|row| wp.add(row * n + c0));
-                let xb: [[__m256; 4]; R] = std::array::from_fn(|r| {
-                    rows4.map(|row| _mm256_broadcast_ss(&*xp.add(r * k + row)))
-                });
+                let rows: [usize; S] = std::array::from_fn(|s| i + s * q);
+                let ws = rows.map(|row| wp.add(row * n + c0));
+                let mut xb = [[V::zero(); S]; R];
+                for r in 0..R {
+                    for s in 0..S {
+                        xb[r][s] = V::splat(*xp.add(r * k + rows[s]));
+                    }
+                }
                 let mut j = 0;
-                while j < t16 {
+                while j < tv {
                     let ahead = j * size + PREFETCH;
                     let ahead = if ahead < t * size { ahead } else { ahead + gap };
                     for p in ws {
                         prefetch(p, ahead);
                     }
-                    let lo = ws.map(|p| E::load8(p.add(j)));
-                    let hi = ws.map(|p| E::load8(p.add(j + 8)));
+                    let mut v = [V::zero(); S];
+                    for s in 0..S {
+                        v[s] = E::widen_load(ws[s].add(j));
+                    }
                     for (r, xb) in xb.iter().enumerate() {
                         let a = ap.add(r * t + j);
-                        let mut s0 = _mm256_loadu_ps(a);
-                        let mut s1 = _mm256_loadu_ps(a.add(8));
-                        for q in 0..4 {
-                            s0 = _mm256_fmadd_ps(lo[q], xb[q], s0);
-                            s1 = _mm256_fmadd_ps(hi[q], xb[q], s1);
+                        let mut acc = V::load(a);
+                        for s in 0..S {
+                            acc = V::fma(v[s], xb[s], acc);
                         }
-                        _mm256_storeu_ps(a, s0);
-                        _mm256_storeu_ps(a.add(8), s1);
+                        V::store(a, acc);
                     }
-                    j += 16;
+                    j += l;
                 }
-                for j in t16..t {
+                for j in tv..t {
                     for r in 0..R {
                         let a = &mut *ap.add(r * t + j);
-                        for (&row, wq) in rows4.iter().zip(ws) {
+                        for (&row, wq) in rows.iter().zip(ws) {
                             *a = (*wq.add(j)).widen().mul_add(*xp.add(r * k + row), *a);
                         }
                     }
                 }
             }
-            for i in 4 * q..k {
+            for i in S * q..k {
                 let w0 = wp.add(i * n + c0);
                 for r in 0..R {
                     let xi = *xp.add(r * k + i);
@@ -700,44 +1024,15 @@ mod simd {
         }
     }
 
-    /// [`nk_rows_avx2`] with the row count as a constant and as many streams as the
-    /// accumulators (`rows × streams ≤ 8` registers) allow: four streams for one or two rows,
-    /// two for three or four, one above (where the FMAs, not the memory, set the pace).
-    ///
-    /// # Safety
-    /// As [`nk_rows_avx2`]'s.
-    unsafe fn nk_rows_streams<E: Lanes>(
-        x: &[f32],
-        rows: usize,
-        k: usize,
-        w: &[E],
-        cols: Range<usize>,
-        out: &mut [f32],
-    ) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match rows {
-                1 => nk_rows_avx2::<E, 1, 4>(x, k, w, cols, out),
-                2 => nk_rows_avx2::<E, 2, 4>(x, k, w, cols, out),
-                3 => nk_rows_avx2::<E, 3, 2>(x, k, w, cols, out),
-                4 => nk_rows_avx2::<E, 4, 2>(x, k, w, cols, out),
-                5 => nk_rows_avx2::<E, 5, 1>(x, k, w, cols, out),
-                6 => nk_rows_avx2::<E, 6, 1>(x, k, w, cols, out),
-                7 => nk_rows_avx2::<E, 7, 1>(x, k, w, cols, out),
-                _ => nk_rows_avx2::<E, 8, 1>(x, k, w, cols, out),
-            }
-        }
-    }
-
     /// `S` outputs `cols.len() / S` apart at a time (`S` memory streams, each prefetched one
     /// row of `W` ahead), each a row of `W` dotted with the `R` rows of `x` in f32 lanes, then
     /// summed across lanes.
     ///
     /// # Safety
-    /// AVX2/FMA/F16C present; `x: [R, k]`, `w: [n, k]` with `cols.end ≤ n`,
+    /// The CPU has `V`'s set; `x: [R, k]`, `w: [n, k]` with `cols.end ≤ n`,
     /// `out: [R, cols.len()]`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn nk_rows_avx2<E: Lanes, const R: usize, const S: usize>(
+    #[inline(always)]
+    unsafe fn nk<V: Vector, E: Widen<V>, const R: usize, const S: usize>(
         x: &[f32],
         k: usize,
         w: &[E],
@@ -746,7 +1041,8 @@ mod simd {
     ) {
         let width = cols.len();
         let q = width / S;
-        let k8 = k / 8 * 8;
+        let l = V::LANES;
+        let kv = k / l * l;
         let row_bytes = k * std::mem::size_of::<E>();
         let xp = x.as_ptr();
         let wp = w.as_ptr();
@@ -757,25 +1053,26 @@ mod simd {
             for at in 0..q {
                 let ats: [usize; S] = std::array::from_fn(|s| at + s * q);
                 let wr = ats.map(|a| wp.add((cols.start + a) * k));
-                let mut acc = [[_mm256_setzero_ps(); S]; R];
+                let mut acc = [[V::zero(); S]; R];
                 let mut i = 0;
-                while i < k8 {
-                    let v = wr.map(|p| {
-                        prefetch(p.add(i), row_bytes);
-                        E::load8(p.add(i))
-                    });
+                while i < kv {
+                    let mut v = [V::zero(); S];
+                    for s in 0..S {
+                        prefetch(wr[s].add(i), row_bytes);
+                        v[s] = E::widen_load(wr[s].add(i));
+                    }
                     for (r, a) in acc.iter_mut().enumerate() {
-                        let xv = _mm256_loadu_ps(xp.add(r * k + i));
+                        let xv = V::load(xp.add(r * k + i));
                         for s in 0..S {
-                            a[s] = _mm256_fmadd_ps(v[s], xv, a[s]);
+                            a[s] = V::fma(v[s], xv, a[s]);
                         }
                     }
-                    i += 8;
+                    i += l;
                 }
                 for (r, a) in acc.iter().enumerate() {
                     for s in 0..S {
-                        let mut sum = hsum(a[s]);
-                        for i in k8..k {
+                        let mut sum = V::sum(a[s]);
+                        for i in kv..k {
                             sum = (*wr[s].add(i)).widen().mul_add(*xp.add(r * k + i), sum);
                         }
                         *out.get_unchecked_mut(r * width + ats[s]) = sum;
@@ -796,17 +1093,6 @@ mod simd {
             }
         }
     }
-
-    /// The sum of the eight lanes.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps::<1>(v);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
-        _mm_cvtss_f32(s)
-    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -816,33 +1102,62 @@ mod simd {
 
     use super::Elem;
 
-    pub(super) fn available() -> bool {
+    /// The instruction sets with kernels (none here).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Isa {
+        /// Never available off x86-64.
+        Avx2,
+        /// Never available off x86-64.
+        Avx512,
+    }
+
+    pub(super) fn available(_: Isa) -> bool {
         false
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn kn_tile<E: Elem>(
-        x: &[f32],
-        rows: usize,
-        k: usize,
-        w: &[E],
-        n: usize,
-        c0: usize,
-        t: usize,
-        acc: &mut [f32],
-    ) {
-        super::kn_tile(x, rows, k, w, n, c0, t, acc)
+    /// One kernel call's arguments.
+    pub(super) enum Op<'a, E> {
+        Kn {
+            x: &'a [f32],
+            rows: usize,
+            k: usize,
+            w: &'a [E],
+            n: usize,
+            c0: usize,
+            t: usize,
+            acc: &'a mut [f32],
+        },
+        Nk {
+            x: &'a [f32],
+            rows: usize,
+            k: usize,
+            w: &'a [E],
+            cols: Range<usize>,
+            out: &'a mut [f32],
+        },
     }
 
-    pub(super) fn nk_rows<E: Elem>(
-        x: &[f32],
-        rows: usize,
-        k: usize,
-        w: &[E],
-        cols: Range<usize>,
-        out: &mut [f32],
-    ) {
-        super::nk_rows(x, rows, k, w, cols, out)
+    pub(super) fn dispatch<E: Elem>(_: Isa, op: Op<'_, E>) {
+        match op {
+            Op::Kn {
+                x,
+                rows,
+                k,
+                w,
+                n,
+                c0,
+                t,
+                acc,
+            } => super::kn_tile(x, rows, k, w, n, c0, t, acc),
+            Op::Nk {
+                x,
+                rows,
+                k,
+                w,
+                cols,
+                out,
+            } => super::nk_rows(x, rows, k, w, cols, out),
+        }
     }
 }
 
@@ -932,11 +1247,7 @@ mod tests {
     /// tails in both `k` and `n` and on a decode-like shape.
     #[test]
     fn kernels_match_the_f64_product() {
-        let mut kernels = vec![Kernels::Portable];
-        if simd::available() {
-            kernels.push(Kernels::Simd);
-        }
-        for kernels in kernels {
+        for kernels in Kernels::available() {
             for dtype in [DType::F32, DType::F16, DType::BF16] {
                 for layout in [Layout::KN, Layout::NK] {
                     for rows in [1, 2, 3, 8] {
@@ -952,10 +1263,11 @@ mod tests {
     /// Tiles wider than one accumulator tile and more columns than threads × 16.
     #[test]
     fn wide_outputs_cover_every_tile() {
-        let kernels = Kernels::detect();
-        check(kernels, DType::F32, Layout::KN, 1, [12, 20_000]);
-        check(kernels, DType::BF16, Layout::KN, 8, [9, 3000]);
-        check(kernels, DType::F16, Layout::NK, 2, [40, 5000]);
+        for kernels in Kernels::available() {
+            check(kernels, DType::F32, Layout::KN, 1, [12, 20_000]);
+            check(kernels, DType::BF16, Layout::KN, 8, [9, 3000]);
+            check(kernels, DType::F16, Layout::NK, 2, [40, 5000]);
+        }
     }
 
     #[test]
