@@ -365,7 +365,9 @@ impl Qwen2ForCausalLM {
     ) -> Result<HeadStats> {
         let [batch, seq, width] = hidden.dims();
         let device = hidden.device();
-        let flat = hidden.reshape([batch * seq, width]);
+        // The head runs in the weights' width (the residual stream is f32 for 16-bit weights,
+        // see `Qwen2ForCausalLM::embed`).
+        let flat = hidden.reshape([batch * seq, width]).cast(self.dtype());
         let compute = self.compute_dtype();
         let mut log_probs = vec![0.0f64; batch * seq];
         let mut entropy = vec![0.0f64; batch * seq];
@@ -443,7 +445,7 @@ impl Qwen2ForCausalLM {
         let [batch, seq, width] = hidden.dims();
         let weight_dtype = self.dtype();
         let compute = self.compute_dtype();
-        let flat = hidden.reshape([batch * seq, width]);
+        let flat = hidden.reshape([batch * seq, width]).cast(weight_dtype);
         let device = flat.device();
         let head = self.head_weight().inner();
         let mut grad_hidden = Tensor::<2>::zeros([batch * seq, width], (&device, weight_dtype));
@@ -535,6 +537,7 @@ impl Qwen2ForCausalLM {
     /// and benches. (The decoding forward keeps its own inference-tuned form.)
     pub fn head_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [batch, seq, width] = hidden.dims();
+        let hidden = hidden.cast(self.dtype());
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => hidden
