@@ -9,7 +9,7 @@
 //! all of rayon's threads.
 //!
 //! This is the one module of the workspace with `unsafe` code: the AVX2/FMA/F16C kernels
-//! ([`simd`]). Everything else here is safe. The portable kernels in this file are the slow twin
+//! (`simd`). Everything else here is safe. The portable kernels in this file are the slow twin
 //! the SIMD kernels are tested against, and `project`'s tests compare the whole path with burn's
 //! generic one. CUDA and wgpu never come here: [`matmul_rows`] declines any tensor that is not a
 //! plain flex tensor (autodiff-tracked tensors included), and callers then take burn's path.
@@ -147,7 +147,7 @@ impl Weights<'_> {
 /// `y = x·W` with `x: [rows, k]` (f32, row-major) and `W` a logical `[k, n]` matrix laid out as
 /// `layout` says; returns `[rows, n]` in f32. The work is split between rayon's threads so that
 /// each streams one contiguous stretch of `W`: blocks of whole rows for row-major `[k, n]`
-/// weights up to [`ROW_SPLIT_MAX_N`] wide (partial products summed), column ranges otherwise.
+/// weights up to `ROW_SPLIT_MAX_N` (16384) wide (partial products summed), column ranges otherwise.
 ///
 /// # Panics
 /// When `rows` is 0 or above [`MAX_ROWS`], or the slices' lengths disagree with the shapes
