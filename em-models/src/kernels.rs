@@ -109,12 +109,12 @@ impl Kernels {
         out
     }
 
-    /// The SIMD instruction set, if any.
-    fn isa(self) -> Option<simd::Isa> {
+    /// Runs one kernel call with these kernels.
+    fn run<E: Elem>(self, op: Op<'_, E>) {
         match self {
-            Self::Portable => None,
-            Self::Avx2 => Some(simd::Isa::Avx2),
-            Self::Avx512 => Some(simd::Isa::Avx512),
+            Self::Portable => op.portable(),
+            Self::Avx2 => simd::dispatch(simd::Isa::Avx2, op),
+            Self::Avx512 => simd::dispatch(simd::Isa::Avx512, op),
         }
     }
 }
@@ -239,22 +239,16 @@ fn columns<E: Elem>(
                 let t = tile.min(cols.end - start);
                 let acc = &mut acc[..rows * t];
                 acc.fill(0.0);
-                match kernels.isa() {
-                    Some(isa) => simd::dispatch(
-                        isa,
-                        simd::Op::Kn {
-                            x,
-                            rows,
-                            k,
-                            w,
-                            n,
-                            c0: start,
-                            t,
-                            acc,
-                        },
-                    ),
-                    None => kn_tile(x, rows, k, w, n, start, t, acc),
-                }
+                kernels.run(Op::Kn {
+                    x,
+                    rows,
+                    k,
+                    w,
+                    n,
+                    c0: start,
+                    t,
+                    acc,
+                });
                 let at = start - cols.start;
                 for r in 0..rows {
                     out[r * width + at..r * width + at + t]
@@ -263,20 +257,14 @@ fn columns<E: Elem>(
                 start += t;
             }
         }
-        Layout::NK => match kernels.isa() {
-            Some(isa) => simd::dispatch(
-                isa,
-                simd::Op::Nk {
-                    x,
-                    rows,
-                    k,
-                    w,
-                    cols,
-                    out: &mut out,
-                },
-            ),
-            None => nk_rows(x, rows, k, w, cols, &mut out),
-        },
+        Layout::NK => kernels.run(Op::Nk {
+            x,
+            rows,
+            k,
+            w,
+            cols,
+            out: &mut out,
+        }),
     }
     out
 }
@@ -323,6 +311,57 @@ fn nk_rows<E: Elem>(
                 .iter()
                 .zip(xr)
                 .fold(0.0f32, |s, (&wv, &xv)| wv.widen().mul_add(xv, s));
+        }
+    }
+}
+
+/// One kernel call's arguments (see [`kn_tile`] and [`nk_rows`]): what the SIMD dispatch
+/// receives, and what runs portably when no SIMD kernel takes it.
+pub(crate) enum Op<'a, E> {
+    /// `acc[r, j] += Σ_i x[r, i]·W[i, c0 + j]`.
+    Kn {
+        x: &'a [f32],
+        rows: usize,
+        k: usize,
+        w: &'a [E],
+        n: usize,
+        c0: usize,
+        t: usize,
+        acc: &'a mut [f32],
+    },
+    /// `out[r, j - cols.start] = W[j, :]·x[r, :]`.
+    Nk {
+        x: &'a [f32],
+        rows: usize,
+        k: usize,
+        w: &'a [E],
+        cols: std::ops::Range<usize>,
+        out: &'a mut [f32],
+    },
+}
+
+impl<E: Elem> Op<'_, E> {
+    /// Runs the call with the portable kernels.
+    fn portable(self) {
+        match self {
+            Op::Kn {
+                x,
+                rows,
+                k,
+                w,
+                n,
+                c0,
+                t,
+                acc,
+            } => kn_tile(x, rows, k, w, n, c0, t, acc),
+            Op::Nk {
+                x,
+                rows,
+                k,
+                w,
+                cols,
+                out,
+            } => nk_rows(x, rows, k, w, cols, out),
         }
     }
 }
@@ -447,7 +486,7 @@ mod simd {
 
     use half::{bf16, f16};
 
-    use super::{Elem, MAX_ROWS};
+    use super::{Elem, MAX_ROWS, Op};
 
     /// The instruction sets with kernels here.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -654,30 +693,6 @@ mod simd {
         };
     }
 
-    /// One kernel call's arguments (see [`super::kn_tile`] and [`super::nk_rows`]).
-    pub(super) enum Op<'a, E> {
-        /// `acc[r, j] += Σ_i x[r, i]·W[i, c0 + j]`.
-        Kn {
-            x: &'a [f32],
-            rows: usize,
-            k: usize,
-            w: &'a [E],
-            n: usize,
-            c0: usize,
-            t: usize,
-            acc: &'a mut [f32],
-        },
-        /// `out[r, j - cols.start] = W[j, :]·x[r, :]`.
-        Nk {
-            x: &'a [f32],
-            rows: usize,
-            k: usize,
-            w: &'a [E],
-            cols: Range<usize>,
-            out: &'a mut [f32],
-        },
-    }
-
     entry!(avx2, "avx2,fma,f16c", __m256);
     entry!(avx512, "avx512f,avx2,fma,f16c", __m512);
 
@@ -797,24 +812,7 @@ mod simd {
         };
         match typed::<E, bf16>(op) {
             Ok(op) => go!(op),
-            Err(Op::Kn {
-                x,
-                rows,
-                k,
-                w,
-                n,
-                c0,
-                t,
-                acc,
-            }) => super::kn_tile(x, rows, k, w, n, c0, t, acc),
-            Err(Op::Nk {
-                x,
-                rows,
-                k,
-                w,
-                cols,
-                out,
-            }) => super::nk_rows(x, rows, k, w, cols, out),
+            Err(op) => op.portable(),
         }
     }
 
@@ -1098,9 +1096,7 @@ mod simd {
 #[cfg(not(target_arch = "x86_64"))]
 mod simd {
     //! No SIMD kernels off x86-64: [`super::Kernels::detect`] picks the portable ones.
-    use std::ops::Range;
-
-    use super::Elem;
+    use super::{Elem, Op};
 
     /// The instruction sets with kernels (none here).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1115,49 +1111,8 @@ mod simd {
         false
     }
 
-    /// One kernel call's arguments.
-    pub(super) enum Op<'a, E> {
-        Kn {
-            x: &'a [f32],
-            rows: usize,
-            k: usize,
-            w: &'a [E],
-            n: usize,
-            c0: usize,
-            t: usize,
-            acc: &'a mut [f32],
-        },
-        Nk {
-            x: &'a [f32],
-            rows: usize,
-            k: usize,
-            w: &'a [E],
-            cols: Range<usize>,
-            out: &'a mut [f32],
-        },
-    }
-
     pub(super) fn dispatch<E: Elem>(_: Isa, op: Op<'_, E>) {
-        match op {
-            Op::Kn {
-                x,
-                rows,
-                k,
-                w,
-                n,
-                c0,
-                t,
-                acc,
-            } => super::kn_tile(x, rows, k, w, n, c0, t, acc),
-            Op::Nk {
-                x,
-                rows,
-                k,
-                w,
-                cols,
-                out,
-            } => super::nk_rows(x, rows, k, w, cols, out),
-        }
+        op.portable()
     }
 }
 
