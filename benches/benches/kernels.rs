@@ -1,7 +1,8 @@
-//! The decode products (`em_models::kernels`): `x·W` for 1 and 8 rows of `x` over weights in
-//! f32, f16 and bf16, against burn's matmul on the same device and shapes in the same run (the
-//! path the kernels replace while decoding on the CPU). Throughput is the weights' bytes, so
-//! criterion's GB/s is the memory stream each kernel reaches.
+//! The CPU products (`em_models::kernels`): `x·W` for 1 and 8 rows of `x` (decode) over weights
+//! in f32, f16 and bf16, and for 128 rows (prefill) over 16-bit weights, against burn's matmul
+//! on the same device and shapes in the same run (the path the kernels replace on the CPU).
+//! Throughput is the weights' bytes, so criterion's GB/s is the memory stream each kernel
+//! reaches.
 //!
 //! The weights are a stack of 72 MLP-sized `[896, 4864]` matrices (the 0.5B model's 24 layers ×
 //! gate, up, down: 314M entries, 1.25 GB in f32, above the dev VM's 300 MB L3), multiplied one
@@ -12,14 +13,17 @@
 //! cargo bench -p em-benches --bench kernels
 //! ```
 //!
-//! Groups: `cpu/kernels/{isa}_{layout}_{dtype}_r{rows}` (every SIMD set the CPU has) and
-//! `flex/burn_matmul/{layout}_{dtype}_r{rows}`.
+//! Groups: `cpu/kernels/{isa}_{layout}_{dtype}_r{rows}` (every SIMD set the CPU has),
+//! `cpu/widened/kn_{dtype}_r128` (prefill's 16-bit product: `matmul_widened`) and
+//! `flex/burn_matmul/{layout}_{dtype}_r{rows}` (rows 1, 8 and 128).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+#[cfg(feature = "flex")]
+use em_models::kernels::matmul_widened;
 use em_models::kernels::{Kernels, Layout, Weights, matmul_rows};
 use half::{bf16, f16};
 
@@ -27,6 +31,8 @@ const K: usize = 896;
 const N: usize = 4864;
 const LAYERS: usize = 72;
 const VOCAB: usize = 151_936;
+/// Rows of a prefill-sized product (a 128-token prompt).
+const PREFILL: usize = 128;
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = em_core::rng::rng(seed);
@@ -135,6 +141,30 @@ fn kernels(c: &mut Criterion) {
     }
     group.finish();
 
+    // Prefill-sized products (128 rows) with 16-bit weights: panels widened to f32 + gemm.
+    #[cfg(feature = "flex")]
+    {
+        let mut group = c.benchmark_group("cpu/widened");
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(5));
+        let x = values(PREFILL * K, 7);
+        for dtype in [DType::F16, DType::BF16] {
+            group.throughput(Throughput::Bytes((LAYERS * K * N) as u64 * bytes(dtype)));
+            group.bench_function(
+                BenchmarkId::from_parameter(format!("kn_{}_r{PREFILL}", name(dtype))),
+                |b| {
+                    b.iter(|| {
+                        for layer in &layers {
+                            matmul_widened(&x, PREFILL, layer.weights(dtype), Layout::KN, [K, N]);
+                        }
+                    })
+                },
+            );
+        }
+        group.finish();
+    }
+
     // The baseline: burn's matmul on flex for the same products.
     #[cfg(feature = "flex")]
     {
@@ -149,7 +179,7 @@ fn kernels(c: &mut Criterion) {
                 .map(|l| l.tensor(dtype, [K, N], &device).unsqueeze())
                 .collect();
             let embedding = head.tensor(dtype, [VOCAB, K], &device).unsqueeze::<3>();
-            for rows in [1usize, 8] {
+            for rows in [1usize, 8, PREFILL] {
                 let x: Tensor<3> = Tensor::from_data(
                     TensorData::new(values(rows * K, 7), [1, rows, K]),
                     (&device, dtype),
@@ -165,6 +195,9 @@ fn kernels(c: &mut Criterion) {
                         })
                     },
                 );
+                if rows == PREFILL {
+                    continue; // prefill scores its last row only
+                }
                 group.throughput(Throughput::Bytes((VOCAB * K) as u64 * bytes(dtype)));
                 group.bench_function(
                     BenchmarkId::from_parameter(format!("nk_{}_r{rows}", name(dtype))),

@@ -1,7 +1,7 @@
 //! Model forward speed: prefill of 128 tokens and one decode step (KV cache holding 128
 //! positions), for the tiny seeded model (`em_models::testing`) on every backend, and for the real
-//! Qwen2.5-Coder-0.5B-Instruct (f32) on flex when `EM_QWEN_DIR` is set (see em-models' real
-//! tests).
+//! Qwen2.5-Coder-0.5B-Instruct on flex with its weights held in f32, f16 and bf16 when
+//! `EM_QWEN_DIR` is set (see em-models' real tests).
 //!
 //! ```text
 //! cargo bench -p em-benches --bench model
@@ -83,9 +83,16 @@ fn tiny(c: &mut Criterion) {
 }
 
 fn real(c: &mut Criterion) {
-    if let Some(model) = em_benches::real_model() {
-        let device = model.device();
-        bench_model(c, "flex", "qwen2.5-0.5b-f32", &model, &device);
+    use burn::tensor::DType;
+    for (dtype, label) in [
+        (DType::F32, "qwen2.5-0.5b-f32"),
+        (DType::F16, "qwen2.5-0.5b-f16"),
+        (DType::BF16, "qwen2.5-0.5b-bf16"),
+    ] {
+        if let Some(model) = em_benches::real_model_in(dtype) {
+            let device = model.device();
+            bench_model(c, "flex", label, &model, &device);
+        }
     }
 }
 

@@ -8,8 +8,12 @@
 //! read once, in its own width (f32, f16 or bf16), widened in registers and accumulated in f32, on
 //! all of rayon's threads.
 //!
+//! Prefill-sized products (more than [`MAX_ROWS`] rows) with 16-bit weights go through
+//! [`matmul_widened`] instead: column panels of `W` widened to f32 and handed to gemm's packed
+//! kernels, so 16-bit prefill runs at f32 gemm speed with `x` kept in f32.
+//!
 //! This is the one module of the workspace with `unsafe` code: the AVX2/FMA/F16C kernels
-//! (`simd`). Everything else here is safe. The portable kernels in this file are the slow twin
+//! (`simd`) and the bounds-checked call into gemm (`packed`). Everything else here is safe. The portable kernels in this file are the slow twin
 //! the SIMD kernels are tested against, and `project`'s tests compare the whole path with burn's
 //! generic one. CUDA and wgpu never come here: [`matmul_rows`] declines any tensor that is not a
 //! plain flex tensor (autodiff-tracked tensors included), and callers then take burn's path.
@@ -216,6 +220,158 @@ pub fn matmul_rows(
     y
 }
 
+/// Columns of `W` widened per [`matmul_widened`] task: each task widens a panel this wide at
+/// most (`k × 512` f32: 1.8 MB for `k = 896`) and multiplies it by all of `x`.
+#[cfg(feature = "flex")]
+const PANEL_MAX: usize = 512;
+
+/// `y = x·W` for any number of rows, `W` in any stored width: column panels of `W` are widened
+/// to f32 (exactly) and multiplied by `x` with gemm's packed f32 kernels, one panel per rayon
+/// task. This is prefill's product for 16-bit weights: gemm's speed on f32, reading 2 bytes per
+/// weight, `x` and `y` kept in f32 (no rounding of the activations to the weights' width), and
+/// only a panel, never the whole matrix, widened at a time. Same arguments and result as
+/// [`matmul_rows`], without its row limit.
+///
+/// # Panics
+/// When the slices' lengths disagree with the shapes.
+#[cfg(feature = "flex")]
+pub fn matmul_widened(
+    x: &[f32],
+    rows: usize,
+    weights: Weights<'_>,
+    layout: Layout,
+    [k, n]: [usize; 2],
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert_eq!(x.len(), rows * k, "x is not [rows, k]");
+    assert_eq!(weights.len(), k * n, "weights are not [k, n]");
+    if rows == 0 || n == 0 {
+        return vec![0.0; rows * n];
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let width = n
+        .div_ceil(4 * threads)
+        .next_multiple_of(16)
+        .clamp(64, PANEL_MAX);
+    let panels: Vec<(usize, usize)> = (0..n)
+        .step_by(width)
+        .map(|start| (start, (start + width).min(n)))
+        .collect();
+    let parts: Vec<Vec<f32>> = panels
+        .par_iter()
+        .map_init(Vec::new, |panel, &(c0, c1)| {
+            let nc = c1 - c0;
+            panel.resize(k * nc, 0.0);
+            // The panel as a logical [k, nc] matrix: (row stride, column stride).
+            let strides = match layout {
+                Layout::KN => {
+                    for i in 0..k {
+                        widen_into(
+                            weights.slice(i * n + c0..i * n + c1),
+                            &mut panel[i * nc..(i + 1) * nc],
+                        );
+                    }
+                    (nc, 1)
+                }
+                Layout::NK => {
+                    widen_into(weights.slice(c0 * k..c1 * k), panel);
+                    (1, k)
+                }
+            };
+            let mut y = vec![0.0f32; rows * nc];
+            packed::gemm(x, rows, k, panel, strides, nc, &mut y);
+            y
+        })
+        .collect();
+    let mut y = vec![0.0f32; rows * n];
+    for (&(c0, c1), part) in panels.iter().zip(&parts) {
+        let nc = c1 - c0;
+        for r in 0..rows {
+            y[r * n + c0..r * n + c1].copy_from_slice(&part[r * nc..(r + 1) * nc]);
+        }
+    }
+    y
+}
+
+/// `w` widened to f32 into `out` (same length).
+#[cfg(feature = "flex")]
+fn widen_into(w: Weights<'_>, out: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    match w {
+        Weights::F32(w) => out.copy_from_slice(w),
+        Weights::F16(w) => w.convert_to_f32_slice(out),
+        // bf16 is the top half of an f32: the shift is the exact widening, and a plain loop of
+        // it vectorises (half's slice conversion checks each value for NaN first and does not).
+        Weights::Bf16(w) => out
+            .iter_mut()
+            .zip(w)
+            .for_each(|(o, v)| *o = f32::from_bits(u32::from(v.to_bits()) << 16)),
+    }
+}
+
+/// The call into gemm's f32 kernels (the crate burn's flex matmul uses), behind bounds checks.
+#[cfg(feature = "flex")]
+#[allow(unsafe_code)]
+mod packed {
+    /// `y = x·B` on the calling thread, `x: [m, k]` and `y: [m, n]` row-major, `B` a logical
+    /// `[k, n]` matrix at `b[i·rs + j·cs]` for `(rs, cs) = strides`.
+    ///
+    /// # Panics
+    /// When a slice is shorter than its shape needs.
+    pub(super) fn gemm(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        b: &[f32],
+        (rs, cs): (usize, usize),
+        n: usize,
+        y: &mut [f32],
+    ) {
+        assert!(
+            x.len() >= m * k && y.len() >= m * n,
+            "x or y shorter than its shape"
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            y[..m * n].fill(0.0);
+            return;
+        }
+        assert!(
+            (k - 1) * rs + (n - 1) * cs < b.len(),
+            "B shorter than [k, n] at its strides"
+        );
+        let as_isize = |v: usize| isize::try_from(v).expect("stride fits isize");
+        // SAFETY: gemm reads x[r·k + i] (r < m, i < k), b[i·rs + j·cs] (i < k, j < n) and
+        // writes y[r·n + j] (r < m, j < n), all in bounds by the asserts above; `read_dst` is
+        // false, so y's old values are not read (alpha is unused) and y = 1·x·B.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                y.as_mut_ptr(),
+                1,
+                as_isize(n),
+                false,
+                x.as_ptr(),
+                1,
+                as_isize(k),
+                b.as_ptr(),
+                as_isize(cs),
+                as_isize(rs),
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+}
+
 /// Columns `cols` of `x·W`, as `[rows, cols.len()]`.
 fn columns<E: Elem>(
     kernels: Kernels,
@@ -385,7 +541,7 @@ mod flex {
     use burn_flex::{Flex, FlexTensor};
     use half::{bf16, f16};
 
-    use super::{Kernels, Layout, MAX_ROWS, Weights, matmul_rows};
+    use super::{Kernels, Layout, MAX_ROWS, Weights, matmul_rows, matmul_widened};
 
     /// The flex primitive behind `t`, or `None` on another backend or under autodiff.
     fn primitive<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
@@ -415,7 +571,7 @@ mod flex {
     ) -> Option<Tensor<3>> {
         let [batch, seq, k] = x.dims();
         let rows = batch * seq;
-        if rows == 0 || rows > MAX_ROWS {
+        if rows == 0 {
             return None;
         }
         let w = primitive(weight)?;
@@ -425,13 +581,24 @@ mod flex {
             _ => return None,
         };
         let weights = storage(&w)?;
+        // Beyond decode sizes, f32 weights take burn's matmul (the same gemm, without a copy of
+        // the weights); 16-bit ones are widened panel by panel here (burn would widen the whole
+        // matrix on every call, or run gemm's slower f16 path, with `x` rounded to 16 bits).
+        let wide = rows > MAX_ROWS;
+        if wide && matches!(weights, Weights::F32(_)) {
+            return None;
+        }
         let dtype = x.dtype();
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
             return None;
         }
         let xp = primitive(x)?;
         let host = xp.into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
-        let mut y = matmul_rows(kernels, &host, rows, weights, layout, [k, n]);
+        let mut y = if wide {
+            matmul_widened(&host, rows, weights, layout, [k, n])
+        } else {
+            matmul_rows(kernels, &host, rows, weights, layout, [k, n])
+        };
         if let Some(bias) = bias {
             let b = primitive(bias)?;
             let b = b.into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
@@ -1160,7 +1327,26 @@ mod tests {
             .collect()
     }
 
-    fn check(kernels: Kernels, dtype: DType, layout: Layout, rows: usize, [k, n]: [usize; 2]) {
+    fn check(kernels: Kernels, dtype: DType, layout: Layout, rows: usize, shape: [usize; 2]) {
+        check_product(
+            &format!("{kernels:?}"),
+            dtype,
+            layout,
+            rows,
+            shape,
+            &|x, w| matmul_rows(kernels, x, rows, w, layout, shape),
+        );
+    }
+
+    /// `product(x, W)` against the oracle, for `W` stored in `dtype`.
+    fn check_product(
+        name: &str,
+        dtype: DType,
+        layout: Layout,
+        rows: usize,
+        [k, n]: [usize; 2],
+        product: &dyn Fn(&[f32], Weights<'_>) -> Vec<f32>,
+    ) {
         let x = values(rows as u64 * 31 + k as u64, rows * k);
         let raw = values(n as u64 * 17 + k as u64, k * n);
         // The weights as stored (rounded to the dtype) and their exact f32 values.
@@ -1168,23 +1354,14 @@ mod tests {
             DType::F16 => {
                 let w: Vec<f16> = raw.iter().map(|&v| f16::from_f32(v)).collect();
                 let exact = w.iter().map(|v| v.to_f32()).collect::<Vec<_>>();
-                (
-                    exact,
-                    matmul_rows(kernels, &x, rows, Weights::F16(&w), layout, [k, n]),
-                )
+                (exact, product(&x, Weights::F16(&w)))
             }
             DType::BF16 => {
                 let w: Vec<bf16> = raw.iter().map(|&v| bf16::from_f32(v)).collect();
                 let exact = w.iter().map(|v| v.to_f32()).collect::<Vec<_>>();
-                (
-                    exact,
-                    matmul_rows(kernels, &x, rows, Weights::Bf16(&w), layout, [k, n]),
-                )
+                (exact, product(&x, Weights::Bf16(&w)))
             }
-            _ => (
-                raw.clone(),
-                matmul_rows(kernels, &x, rows, Weights::F32(&raw), layout, [k, n]),
-            ),
+            _ => (raw.clone(), product(&x, Weights::F32(&raw))),
         };
         let want = reference(&x, rows, &exact, layout, [k, n]);
         assert_eq!(y.len(), want.len());
@@ -1193,7 +1370,7 @@ mod tests {
         for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
             assert!(
                 (f64::from(got) - want).abs() <= tol,
-                "{kernels:?} {dtype:?} {layout:?} rows {rows} [{k}, {n}] at {i}: {got} vs {want}"
+                "{name} {dtype:?} {layout:?} rows {rows} [{k}, {n}] at {i}: {got} vs {want}"
             );
         }
     }
@@ -1222,6 +1399,25 @@ mod tests {
             check(kernels, DType::F32, Layout::KN, 1, [12, 20_000]);
             check(kernels, DType::BF16, Layout::KN, 8, [9, 3000]);
             check(kernels, DType::F16, Layout::NK, 2, [40, 5000]);
+        }
+    }
+
+    /// The prefill product (panels widened to f32, gemm) for every width and layout, on row
+    /// counts on both sides of the decode limit and on shapes with one panel, several panels
+    /// and a narrow last panel.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn widened_panels_match_the_f64_product() {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for layout in [Layout::KN, Layout::NK] {
+                for rows in [1, 9, 40] {
+                    for shape in [[1, 1], [37, 45], [130, 300], [64, 2100]] {
+                        check_product("widened", dtype, layout, rows, shape, &|x, w| {
+                            matmul_widened(x, rows, w, layout, shape)
+                        });
+                    }
+                }
+            }
         }
     }
 
