@@ -220,17 +220,28 @@ pub fn matmul_rows(
     y
 }
 
-/// Columns of `W` widened per [`matmul_widened`] task: each task widens a panel this wide at
-/// most (`k × 512` f32: 1.8 MB for `k = 896`) and multiplies it by all of `x`.
+/// Entries of `W` (f32) one [`matmul_widened`] chunk widens at a time: 1 MB, within L2 ...
 #[cfg(feature = "flex")]
-const PANEL_MAX: usize = 512;
+const CHUNK: usize = 1 << 18;
 
-/// `y = x·W` for any number of rows, `W` in any stored width: column panels of `W` are widened
-/// to f32 (exactly) and multiplied by `x` with gemm's packed f32 kernels, one panel per rayon
-/// task. This is prefill's product for 16-bit weights: gemm's speed on f32, reading 2 bytes per
-/// weight, `x` and `y` kept in f32 (no rounding of the activations to the weights' width), and
-/// only a panel, never the whole matrix, widened at a time. Same arguments and result as
-/// [`matmul_rows`], without its row limit.
+/// ... unless that is fewer rows of `W` than this: each gemm call reads and writes all of its
+/// `y`, so a chunk must be deep enough in `k` for the products to outweigh that (a bf16
+/// prefill spent 10% more cycles in gemm's kernels with 53-row chunks for gate/up than with
+/// 256; whole-`k` column panels, the other way to split, ran 7-20% slower than this split).
+#[cfg(feature = "flex")]
+const DEPTH: usize = 256;
+
+/// `y = x·W` for any number of rows, `W` in any stored width: chunks of `W` are widened to f32
+/// (exactly) and multiplied by `x` with gemm's packed f32 kernels. This is prefill's product
+/// for 16-bit weights: gemm's speed on f32, reading 2 bytes per weight, `x` and `y` kept in f32
+/// (no rounding of the activations to the weights' width), and only a chunk, never the whole
+/// matrix, widened at a time. Same arguments and result as [`matmul_rows`], without its row
+/// limit.
+///
+/// The chunks are contiguous in memory, so the widening is one sequential read: for row-major
+/// `[k, n]` weights up to `ROW_SPLIT_MAX_N` wide, each rayon thread takes a block of whole rows
+/// (its own partial `y`, summed at the end) and walks it a few rows at a time; otherwise (the
+/// untied head, or `[n, k]` weights) each task takes a range of whole output columns.
 ///
 /// # Panics
 /// When the slices' lengths disagree with the shapes.
@@ -245,46 +256,91 @@ pub fn matmul_widened(
     use rayon::prelude::*;
     assert_eq!(x.len(), rows * k, "x is not [rows, k]");
     assert_eq!(weights.len(), k * n, "weights are not [k, n]");
-    if rows == 0 || n == 0 {
+    if rows == 0 || n == 0 || k == 0 {
         return vec![0.0; rows * n];
     }
     let threads = rayon::current_num_threads().max(1);
-    let width = n
-        .div_ceil(4 * threads)
-        .next_multiple_of(16)
-        .clamp(64, PANEL_MAX);
-    let panels: Vec<(usize, usize)> = (0..n)
-        .step_by(width)
-        .map(|start| (start, (start + width).min(n)))
+    if layout == Layout::KN && n <= ROW_SPLIT_MAX_N {
+        let block = k.div_ceil(threads);
+        let step = (CHUNK / n).max(DEPTH);
+        let parts: Vec<Vec<f32>> = (0..k)
+            .step_by(block)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|k0| {
+                let k1 = (k0 + block).min(k);
+                let mut y = vec![0.0f32; rows * n];
+                let mut chunk = Vec::new();
+                for i0 in (k0..k1).step_by(step) {
+                    let i1 = (i0 + step).min(k1);
+                    chunk.resize((i1 - i0) * n, 0.0);
+                    widen_into(weights.slice(i0 * n..i1 * n), &mut chunk);
+                    // y += x[:, i0..i1] · W[i0..i1, :]
+                    packed::gemm(&x[i0..], k, rows, i1 - i0, &chunk, (n, 1), n, &mut y, true);
+                }
+                y
+            })
+            .collect();
+        let mut parts = parts.into_iter();
+        let mut y = parts.next().unwrap_or_else(|| vec![0.0; rows * n]);
+        for p in parts {
+            y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+        }
+        return y;
+    }
+    // Column ranges: W[:, c0..c1] is contiguous for [n, k] weights; for a wide [k, n] one its
+    // rows' segments are long (n / (4·threads) columns at least).
+    let width = n.div_ceil(4 * threads).next_multiple_of(16);
+    let step = match layout {
+        Layout::KN => width,
+        Layout::NK => (CHUNK / k).clamp(16, width.max(16)),
+    };
+    let ranges: Vec<(usize, usize)> = (0..n)
+        .step_by(step)
+        .map(|start| (start, (start + step).min(n)))
         .collect();
-    let parts: Vec<Vec<f32>> = panels
+    let parts: Vec<Vec<f32>> = ranges
         .par_iter()
-        .map_init(Vec::new, |panel, &(c0, c1)| {
+        .map(|&(c0, c1)| {
             let nc = c1 - c0;
-            panel.resize(k * nc, 0.0);
-            // The panel as a logical [k, nc] matrix: (row stride, column stride).
-            let strides = match layout {
+            let mut y = vec![0.0f32; rows * nc];
+            let mut chunk = Vec::new();
+            match layout {
                 Layout::KN => {
-                    for i in 0..k {
-                        widen_into(
-                            weights.slice(i * n + c0..i * n + c1),
-                            &mut panel[i * nc..(i + 1) * nc],
+                    let step = (CHUNK / nc).max(DEPTH);
+                    for i0 in (0..k).step_by(step) {
+                        let i1 = (i0 + step).min(k);
+                        chunk.resize((i1 - i0) * nc, 0.0);
+                        for i in i0..i1 {
+                            widen_into(
+                                weights.slice(i * n + c0..i * n + c1),
+                                &mut chunk[(i - i0) * nc..(i - i0 + 1) * nc],
+                            );
+                        }
+                        packed::gemm(
+                            &x[i0..],
+                            k,
+                            rows,
+                            i1 - i0,
+                            &chunk,
+                            (nc, 1),
+                            nc,
+                            &mut y,
+                            true,
                         );
                     }
-                    (nc, 1)
                 }
                 Layout::NK => {
-                    widen_into(weights.slice(c0 * k..c1 * k), panel);
-                    (1, k)
+                    chunk.resize(nc * k, 0.0);
+                    widen_into(weights.slice(c0 * k..c1 * k), &mut chunk);
+                    packed::gemm(x, k, rows, k, &chunk, (1, k), nc, &mut y, false);
                 }
-            };
-            let mut y = vec![0.0f32; rows * nc];
-            packed::gemm(x, rows, k, panel, strides, nc, &mut y);
+            }
             y
         })
         .collect();
     let mut y = vec![0.0f32; rows * n];
-    for (&(c0, c1), part) in panels.iter().zip(&parts) {
+    for (&(c0, c1), part) in ranges.iter().zip(&parts) {
         let nc = c1 - c0;
         for r in 0..rows {
             y[r * n + c0..r * n + c1].copy_from_slice(&part[r * nc..(r + 1) * nc]);
@@ -313,39 +369,43 @@ fn widen_into(w: Weights<'_>, out: &mut [f32]) {
 #[cfg(feature = "flex")]
 #[allow(unsafe_code)]
 mod packed {
-    /// `y = x·B` on the calling thread, `x: [m, k]` and `y: [m, n]` row-major, `B` a logical
-    /// `[k, n]` matrix at `b[i·rs + j·cs]` for `(rs, cs) = strides`.
+    /// `y (+)= x·B` on the calling thread: `x` a logical `[m, k]` matrix at `x[r·x_rs + i]`,
+    /// `y: [m, n]` row-major, `B` a logical `[k, n]` matrix at `b[i·rs + j·cs]` for
+    /// `(rs, cs) = strides`; `accumulate` adds to `y`'s values, else overwrites them.
     ///
     /// # Panics
     /// When a slice is shorter than its shape needs.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm(
         x: &[f32],
+        x_rs: usize,
         m: usize,
         k: usize,
         b: &[f32],
         (rs, cs): (usize, usize),
         n: usize,
         y: &mut [f32],
+        accumulate: bool,
     ) {
+        if m == 0 || n == 0 || k == 0 {
+            if !accumulate {
+                y[..m * n].fill(0.0);
+            }
+            return;
+        }
+        assert!(y.len() >= m * n, "y shorter than [m, n]");
         assert!(
-            x.len() >= m * k && y.len() >= m * n,
-            "x or y shorter than its shape"
+            (m - 1) * x_rs + k <= x.len(),
+            "x shorter than [m, k] at its stride"
         );
-        if m == 0 || n == 0 {
-            return;
-        }
-        if k == 0 {
-            y[..m * n].fill(0.0);
-            return;
-        }
         assert!(
             (k - 1) * rs + (n - 1) * cs < b.len(),
             "B shorter than [k, n] at its strides"
         );
         let as_isize = |v: usize| isize::try_from(v).expect("stride fits isize");
-        // SAFETY: gemm reads x[r·k + i] (r < m, i < k), b[i·rs + j·cs] (i < k, j < n) and
-        // writes y[r·n + j] (r < m, j < n), all in bounds by the asserts above; `read_dst` is
-        // false, so y's old values are not read (alpha is unused) and y = 1·x·B.
+        // SAFETY: gemm reads x[r·x_rs + i] (r < m, i < k), b[i·rs + j·cs] (i < k, j < n) and
+        // reads/writes y[r·n + j] (r < m, j < n), all in bounds by the asserts above. With
+        // `read_dst` y = 1·y + 1·x·B, else y = x·B (y's old values unread).
         unsafe {
             gemm::gemm(
                 m,
@@ -354,14 +414,14 @@ mod packed {
                 y.as_mut_ptr(),
                 1,
                 as_isize(n),
-                false,
+                accumulate,
                 x.as_ptr(),
                 1,
-                as_isize(k),
+                as_isize(x_rs),
                 b.as_ptr(),
                 as_isize(cs),
                 as_isize(rs),
-                0.0,
+                1.0,
                 1.0,
                 false,
                 false,
@@ -1402,16 +1462,17 @@ mod tests {
         }
     }
 
-    /// The prefill product (panels widened to f32, gemm) for every width and layout, on row
-    /// counts on both sides of the decode limit and on shapes with one panel, several panels
-    /// and a narrow last panel.
+    /// The prefill product (chunks widened to f32, gemm) for every width and layout, on row
+    /// counts on both sides of the decode limit and on shapes with one chunk, several chunks
+    /// per thread (`[300, 2100]`: 124 rows a chunk) and the column split of wide `[k, n]`
+    /// weights (`n` > 16384).
     #[cfg(feature = "flex")]
     #[test]
     fn widened_panels_match_the_f64_product() {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             for layout in [Layout::KN, Layout::NK] {
                 for rows in [1, 9, 40] {
-                    for shape in [[1, 1], [37, 45], [130, 300], [64, 2100]] {
+                    for shape in [[1, 1], [37, 45], [130, 300], [300, 2100], [3, 16_400]] {
                         check_product("widened", dtype, layout, rows, shape, &|x, w| {
                             matmul_widened(x, rows, w, layout, shape)
                         });
