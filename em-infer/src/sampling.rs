@@ -22,8 +22,9 @@
 //!
 //! The **draw** is an inverse-CDF search in vocabulary order with one uniform number per row
 //! from the row's own seeded ChaCha generator on the host: the token is the index where the
-//! prefix mass of the kept distribution passes `u · total`, again bisected on the device
-//! (⌈log2 V⌉ masked sums). Only `[batch]` values cross to the host, no backend RNG state is
+//! prefix mass of the kept distribution passes `u · total`, again bisected on the device, in
+//! two levels (blocks of `√V` entries, then the entries of one block: one pass over the
+//! vocabulary and `log2 V` masked sums over `√V` entries). Only `[batch]` values cross to the host, no backend RNG state is
 //! touched, and the same seed gives the same tokens on the same backend (and, up to rounding at
 //! a CDF boundary, on every backend).
 
@@ -527,28 +528,70 @@ fn bisect_cutoff(log_p: &Tensor<2>, enough: impl Fn(Tensor<2>) -> Tensor<2, Bool
 }
 
 /// Per row, the first index `i` whose prefix mass `Σ_{j ≤ i} w_j` exceeds `target` (`[batch,
-/// 1]`, below the row total): bisection over the index with masked blocked sums. Falls back to
-/// the row's argmax if rounding at a boundary lands on a zero-weight entry.
+/// 1]`, below the row total), in two levels: the vocabulary as `⌈√V⌉` blocks of `⌈√V⌉` entries
+/// (zero-padded), the block found by bisection over the block sums, then the entry by
+/// bisection inside that block (its entries gathered per row). That is one pass over the
+/// vocabulary (the block sums) and `2·⌈log2 √V⌉` masked sums over `√V` entries, where a
+/// bisection over the whole vocabulary made `⌈log2 V⌉` full passes (43 ms of a 215 ms batch-8
+/// decode step of the 0.5B model on the CPU). Falls back to the row's argmax if rounding at a
+/// boundary lands on a zero-weight entry (padding included).
 fn inverse_cdf(weights: Tensor<2>, target: Tensor<2>) -> Tensor<2, Int> {
     let [batch, vocab] = weights.dims();
     let device = weights.device();
-    let index = Tensor::<1, Int>::arange(0..vocab as i64, &device)
+    let block = vocab.isqrt().max(1);
+    let block = if block * block < vocab {
+        block + 1
+    } else {
+        block
+    };
+    let blocks = vocab.div_ceil(block);
+    let padded = if blocks * block > vocab {
+        let zeros = Tensor::<2>::zeros([batch, blocks * block - vocab], &device);
+        Tensor::cat(vec![weights.clone(), zeros], 1)
+    } else {
+        weights.clone()
+    };
+    let grid = padded.reshape([batch, blocks, block]);
+    let sums = grid.clone().sum_dim(2).reshape([batch, blocks]);
+    let (b, before) = first_passing(sums, target.clone());
+    let index = b
+        .clone()
+        .int()
+        .reshape([batch, 1, 1])
+        .expand([batch, 1, block]);
+    let inner = grid.gather(1, index).reshape([batch, block]);
+    let (j, _) = first_passing(inner, target - before);
+    let tokens = (b * block as f64 + j).clamp_max((vocab - 1) as f64).int();
+    let chosen = weights.clone().gather(1, tokens.clone());
+    tokens.mask_where(chosen.lower_equal_elem(0.0), weights.argmax(1))
+}
+
+/// Per row of `w: [batch, n]`, the first index whose prefix mass `Σ_{j ≤ i} w_j` exceeds
+/// `target` (`[batch, 1]`), as an exact f32 integer, and the mass before it `Σ_{j < i} w_j`:
+/// bisection over the index with masked sums, `⌈log2 n⌉` of them. Index `n - 1` when `target`
+/// reaches the row total (rounding).
+fn first_passing(w: Tensor<2>, target: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let [batch, n] = w.dims();
+    let device = w.device();
+    let index = Tensor::<1, Int>::arange(0..n as i64, &device)
         .float()
         .unsqueeze_dim::<2>(0)
-        .expand([batch, vocab]);
-    // Invariant: prefix(lo) ≤ target < prefix(hi), prefix(n) = Σ_{j < n} w_j.
+        .expand([batch, n]);
+    let prefix = |end: Tensor<2>| {
+        let below = index.clone().lower(end.expand([batch, n]));
+        em_core::sum_last(w.clone().mask_fill(below.bool_not(), 0.0))
+    };
+    // Invariant: prefix(lo) ≤ target < prefix(hi), prefix(e) = Σ_{j < e} w_j.
     let mut lo = Tensor::<2>::zeros([batch, 1], &device);
-    let mut hi = Tensor::<2>::full([batch, 1], vocab as f64, &device);
-    let halvings = usize::BITS - (vocab.max(2) - 1).leading_zeros();
+    let mut hi = Tensor::<2>::full([batch, 1], n as f64, &device);
+    let halvings = usize::BITS - (n.max(2) - 1).leading_zeros();
     for _ in 0..halvings {
         let mid = ((lo.clone() + hi.clone()) * 0.5).floor();
-        let below = index.clone().lower(mid.clone().expand([batch, vocab]));
-        let prefix = em_core::sum_last(weights.clone().mask_fill(below.bool_not(), 0.0));
-        let ok = prefix.lower_equal(target.clone());
+        let ok = prefix(mid.clone()).lower_equal(target.clone());
         lo = lo.mask_where(ok.clone(), mid.clone());
         hi = mid.mask_where(ok, hi);
     }
-    let tokens = lo.int();
-    let chosen = weights.clone().gather(1, tokens.clone());
-    tokens.mask_where(chosen.lower_equal_elem(0.0), weights.argmax(1))
+    let lo = lo.clamp_max((n - 1) as f64);
+    let before = prefix(lo.clone());
+    (lo, before)
 }
