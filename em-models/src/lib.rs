@@ -24,7 +24,7 @@
 //! |---|---|
 //! | [`config`] | [`Qwen2Config`] (HF `config.json`, field names verbatim), [`Architecture`] |
 //! | [`model`] | [`Qwen2ForCausalLM`] (= [`LlamaForCausalLM`]), [`Logits`] |
-//! | [`kernels`] | the CPU fast path for decode products (≤ 8 rows on flex, f32/f16/bf16 weights read in place; AVX2/AVX-512) |
+//! | [`kernels`] | the CPU products on flex: decode (≤ 8 rows; f32/f16/bf16 weights read in place, AVX2/AVX-512) and 16-bit prefill (weights widened to f32 in chunks, gemm) |
 //! | [`cache`] | [`KvCache`]: pre-allocated, left-padding aware |
 //! | [`rope`] | HF "rotate half" RoPE with Llama-3 scaling, and its f64 reference twin |
 //! | [`loader`] | [`Checkpoint`] (single or sharded safetensors), [`LoadOptions`] |
