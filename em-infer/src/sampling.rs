@@ -189,10 +189,14 @@ impl Sampling {
         let mut keep: Option<Tensor<2, Bool>> = None;
         if self.top_k > 0 && self.top_k < vocab {
             let k = self.top_k as f64;
+            // The cut-off is searched among the candidates (see `top_k_candidates`), the same
+            // value as over the whole row; the kept set is then taken over the whole row.
+            let candidates = top_k_candidates(&log_p, self.top_k).unwrap_or(log_p.clone());
+            let width = candidates.dims()[1];
             let cut = bisect_cutoff(&log_p, |mid| {
-                log_p
+                candidates
                     .clone()
-                    .greater_equal(mid.expand([batch, vocab]))
+                    .greater_equal(mid.expand([batch, width]))
                     .float()
                     .sum_dim(1)
                     .greater_equal_elem(k)
@@ -507,6 +511,47 @@ fn repetition_penalty(z: Tensor<2>, seen: Tensor<2>, penalty: f64) -> Tensor<2> 
     let positive = z.clone().greater_elem(0.0);
     let penalised = (z.clone() * penalty).mask_where(positive, z.clone() / penalty);
     z.mask_where(seen.greater_elem(0.5), penalised)
+}
+
+/// Per row, the entries of the `k` blocks (of `⌈√V⌉` entries, the last padded with `f32::MIN`)
+/// with the largest maxima, `[batch, k·⌈√V⌉]`; `None` when that would not be much smaller than
+/// the row.
+///
+/// The top-k cut-off (the k-th largest log-prob `c`) and every count the bisection asks for
+/// are the same over these candidates as over the row. With `L` the k-th largest block maximum,
+/// the k chosen blocks each hold an entry ≥ `L`, so `c ≥ L`; every block whose maximum exceeds
+/// `L` is chosen, so every entry above `L` is a candidate. Hence for a threshold `t > L` the
+/// entries ≥ `t` are the same in both, and for `t ≤ L` both count at least `k`: the predicate
+/// "at least k entries ≥ t" agrees for every `t`, and so does the bisection. The search then
+/// costs a pass over `k·√V` entries per halving instead of `V` (7,800 instead of 151,936 for
+/// Qwen2.5 at k = 20).
+fn top_k_candidates(log_p: &Tensor<2>, k: usize) -> Option<Tensor<2>> {
+    let [batch, vocab] = log_p.dims();
+    let block = vocab.isqrt().max(1);
+    let block = if block * block < vocab {
+        block + 1
+    } else {
+        block
+    };
+    let blocks = vocab.div_ceil(block);
+    if 4 * k > blocks {
+        return None;
+    }
+    let device = log_p.device();
+    let padded = if blocks * block > vocab {
+        let pad = Tensor::<2>::full([batch, blocks * block - vocab], f32::MIN, &device);
+        Tensor::cat(vec![log_p.clone(), pad], 1)
+    } else {
+        log_p.clone()
+    };
+    let grid = padded.reshape([batch, blocks, block]);
+    let maxima = grid.clone().max_dim(2).reshape([batch, blocks]);
+    let (_, order) = maxima.sort_descending_with_indices(1);
+    let chosen = order
+        .slice([0..batch, 0..k])
+        .reshape([batch, k, 1])
+        .expand([batch, k, block]);
+    Some(grid.gather(1, chosen).reshape([batch, k * block]))
 }
 
 /// Per row, the largest log-prob cut-off `t ∈ [LOG_PROB_FLOOR, 0]` (to 1e-10) at which
