@@ -513,6 +513,31 @@ fn repetition_penalty(z: Tensor<2>, seen: Tensor<2>, penalty: f64) -> Tensor<2> 
     z.mask_where(seen.greater_elem(0.5), penalised)
 }
 
+/// `(blocks, block)`: `⌈√V⌉` entries a block, as many blocks as cover `vocab`.
+fn square_blocks(vocab: usize) -> (usize, usize) {
+    let block = vocab.isqrt().max(1);
+    let block = if block * block < vocab {
+        block + 1
+    } else {
+        block
+    };
+    (vocab.div_ceil(block), block)
+}
+
+/// `[batch, vocab]` as `[batch, blocks, block]` ([`square_blocks`]), the last block padded with
+/// `pad`.
+fn in_blocks(t: Tensor<2>, pad: f32) -> Tensor<3> {
+    let [batch, vocab] = t.dims();
+    let (blocks, block) = square_blocks(vocab);
+    let t = if blocks * block > vocab {
+        let padding = Tensor::<2>::full([batch, blocks * block - vocab], pad, &t.device());
+        Tensor::cat(vec![t, padding], 1)
+    } else {
+        t
+    };
+    t.reshape([batch, blocks, block])
+}
+
 /// Per row, the entries of the `k` blocks (of `⌈√V⌉` entries, the last padded with `f32::MIN`)
 /// with the largest maxima, `[batch, k·⌈√V⌉]`; `None` when that would not be much smaller than
 /// the row.
@@ -526,25 +551,12 @@ fn repetition_penalty(z: Tensor<2>, seen: Tensor<2>, penalty: f64) -> Tensor<2> 
 /// costs a pass over `k·√V` entries per halving instead of `V` (7,800 instead of 151,936 for
 /// Qwen2.5 at k = 20).
 fn top_k_candidates(log_p: &Tensor<2>, k: usize) -> Option<Tensor<2>> {
-    let [batch, vocab] = log_p.dims();
-    let block = vocab.isqrt().max(1);
-    let block = if block * block < vocab {
-        block + 1
-    } else {
-        block
-    };
-    let blocks = vocab.div_ceil(block);
+    let batch = log_p.dims()[0];
+    let (blocks, block) = square_blocks(log_p.dims()[1]);
     if 4 * k > blocks {
         return None;
     }
-    let device = log_p.device();
-    let padded = if blocks * block > vocab {
-        let pad = Tensor::<2>::full([batch, blocks * block - vocab], f32::MIN, &device);
-        Tensor::cat(vec![log_p.clone(), pad], 1)
-    } else {
-        log_p.clone()
-    };
-    let grid = padded.reshape([batch, blocks, block]);
+    let grid = in_blocks(log_p.clone(), f32::MIN);
     let maxima = grid.clone().max_dim(2).reshape([batch, blocks]);
     let (_, order) = maxima.sort_descending_with_indices(1);
     let chosen = order
@@ -582,21 +594,8 @@ fn bisect_cutoff(log_p: &Tensor<2>, enough: impl Fn(Tensor<2>) -> Tensor<2, Bool
 /// boundary lands on a zero-weight entry (padding included).
 fn inverse_cdf(weights: Tensor<2>, target: Tensor<2>) -> Tensor<2, Int> {
     let [batch, vocab] = weights.dims();
-    let device = weights.device();
-    let block = vocab.isqrt().max(1);
-    let block = if block * block < vocab {
-        block + 1
-    } else {
-        block
-    };
-    let blocks = vocab.div_ceil(block);
-    let padded = if blocks * block > vocab {
-        let zeros = Tensor::<2>::zeros([batch, blocks * block - vocab], &device);
-        Tensor::cat(vec![weights.clone(), zeros], 1)
-    } else {
-        weights.clone()
-    };
-    let grid = padded.reshape([batch, blocks, block]);
+    let (blocks, block) = square_blocks(vocab);
+    let grid = in_blocks(weights.clone(), 0.0);
     let sums = grid.clone().sum_dim(2).reshape([batch, blocks]);
     let (b, before) = first_passing(sums, target.clone());
     let index = b

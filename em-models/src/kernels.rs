@@ -193,23 +193,37 @@ pub fn matmul_rows(
                 part(&xb, weights.slice(k0 * n..k1 * n), k1 - k0, 0..n)
             })
             .collect();
-        let mut parts = parts.into_iter();
-        let mut y = parts.next().unwrap_or_else(|| vec![0.0; rows * n]);
-        for p in parts {
-            y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-        }
-        return y;
+        return sum_parts(parts, rows * n);
     }
     // One column range per thread, a multiple of 16 wide (a SIMD tile) except the last.
     let width = n.div_ceil(threads).next_multiple_of(16).max(16);
+    by_columns(rows, n, width, |cols| part(x, weights, k, cols))
+}
+
+/// The per-thread partial products of a row split, summed (`len` zeros if there are none).
+fn sum_parts(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut parts = parts.into_iter();
+    let mut y = parts.next().unwrap_or_else(|| vec![0.0; len]);
+    for p in parts {
+        y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    y
+}
+
+/// `[rows, n]` assembled from `part(c0..c1)` (`[rows, c1 - c0]` each) over column ranges
+/// `width` wide, one rayon task per range.
+fn by_columns(
+    rows: usize,
+    n: usize,
+    width: usize,
+    part: impl Fn(std::ops::Range<usize>) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
     let ranges: Vec<(usize, usize)> = (0..n)
-        .step_by(width)
+        .step_by(width.max(1))
         .map(|start| (start, (start + width).min(n)))
         .collect();
-    let parts: Vec<Vec<f32>> = ranges
-        .par_iter()
-        .map(|&(c0, c1)| part(x, weights, k, c0..c1))
-        .collect();
+    let parts: Vec<Vec<f32>> = ranges.par_iter().map(|&(c0, c1)| part(c0..c1)).collect();
     let mut y = vec![0.0f32; rows * n];
     for (&(c0, c1), part) in ranges.iter().zip(&parts) {
         let width = c1 - c0;
@@ -281,12 +295,7 @@ pub fn matmul_widened(
                 y
             })
             .collect();
-        let mut parts = parts.into_iter();
-        let mut y = parts.next().unwrap_or_else(|| vec![0.0; rows * n]);
-        for p in parts {
-            y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-        }
-        return y;
+        return sum_parts(parts, rows * n);
     }
     // Column ranges: W[:, c0..c1] is contiguous for [n, k] weights; for a wide [k, n] one its
     // rows' segments are long (n / (4·threads) columns at least).
@@ -295,58 +304,44 @@ pub fn matmul_widened(
         Layout::KN => width,
         Layout::NK => (CHUNK / k).clamp(16, width.max(16)),
     };
-    let ranges: Vec<(usize, usize)> = (0..n)
-        .step_by(step)
-        .map(|start| (start, (start + step).min(n)))
-        .collect();
-    let parts: Vec<Vec<f32>> = ranges
-        .par_iter()
-        .map(|&(c0, c1)| {
-            let nc = c1 - c0;
-            let mut y = vec![0.0f32; rows * nc];
-            let mut chunk = Vec::new();
-            match layout {
-                Layout::KN => {
-                    let step = (CHUNK / nc).max(DEPTH);
-                    for i0 in (0..k).step_by(step) {
-                        let i1 = (i0 + step).min(k);
-                        chunk.resize((i1 - i0) * nc, 0.0);
-                        for i in i0..i1 {
-                            widen_into(
-                                weights.slice(i * n + c0..i * n + c1),
-                                &mut chunk[(i - i0) * nc..(i - i0 + 1) * nc],
-                            );
-                        }
-                        packed::gemm(
-                            &x[i0..],
-                            k,
-                            rows,
-                            i1 - i0,
-                            &chunk,
-                            (nc, 1),
-                            nc,
-                            &mut y,
-                            true,
+    by_columns(rows, n, step, |cols| {
+        let (c0, c1) = (cols.start, cols.end);
+        let nc = c1 - c0;
+        let mut y = vec![0.0f32; rows * nc];
+        let mut chunk = Vec::new();
+        match layout {
+            Layout::KN => {
+                let step = (CHUNK / nc).max(DEPTH);
+                for i0 in (0..k).step_by(step) {
+                    let i1 = (i0 + step).min(k);
+                    chunk.resize((i1 - i0) * nc, 0.0);
+                    for i in i0..i1 {
+                        widen_into(
+                            weights.slice(i * n + c0..i * n + c1),
+                            &mut chunk[(i - i0) * nc..(i - i0 + 1) * nc],
                         );
                     }
-                }
-                Layout::NK => {
-                    chunk.resize(nc * k, 0.0);
-                    widen_into(weights.slice(c0 * k..c1 * k), &mut chunk);
-                    packed::gemm(x, k, rows, k, &chunk, (1, k), nc, &mut y, false);
+                    packed::gemm(
+                        &x[i0..],
+                        k,
+                        rows,
+                        i1 - i0,
+                        &chunk,
+                        (nc, 1),
+                        nc,
+                        &mut y,
+                        true,
+                    );
                 }
             }
-            y
-        })
-        .collect();
-    let mut y = vec![0.0f32; rows * n];
-    for (&(c0, c1), part) in ranges.iter().zip(&parts) {
-        let nc = c1 - c0;
-        for r in 0..rows {
-            y[r * n + c0..r * n + c1].copy_from_slice(&part[r * nc..(r + 1) * nc]);
+            Layout::NK => {
+                chunk.resize(nc * k, 0.0);
+                widen_into(weights.slice(c0 * k..c1 * k), &mut chunk);
+                packed::gemm(x, k, rows, k, &chunk, (1, k), nc, &mut y, false);
+            }
         }
-    }
-    y
+        y
+    })
 }
 
 /// `w` widened to f32 into `out` (same length).
