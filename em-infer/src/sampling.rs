@@ -14,7 +14,9 @@
 //! are **bisected** per row on the log-prob axis, `[-104, 0]` (below `e^-104` an f32 probability
 //! is 0), 40 halvings, i.e. to 1e-10 nats — finer than the f32 spacing of any log-prob above
 //! 1e-3 in magnitude, so the kept set is the exact one; each halving is one masked count or one
-//! masked blocked sum ([`em_core::sum_last`]) over the vocabulary. The top-p mass is compared
+//! masked blocked sum ([`em_core::sum_last`]) over the vocabulary (the top-k count over the
+//! entries of the k blocks of `√V` entries with the largest maxima only, which gives the same
+//! cut-off: see `top_k_candidates`). The top-p mass is compared
 //! relative to the kept total, so the f32 normalisation error of the softmax cancels, and on
 //! the smaller side (the tail mass for `top_p > ½`), so its rounding error is relative to
 //! `min(top_p, 1 − top_p)`: at `top_p = 0.999` over 151,936 tokens the decision is exact to
@@ -24,8 +26,8 @@
 //! from the row's own seeded ChaCha generator on the host: the token is the index where the
 //! prefix mass of the kept distribution passes `u · total`, again bisected on the device, in
 //! two levels (blocks of `√V` entries, then the entries of one block: one pass over the
-//! vocabulary and `log2 V` masked sums over `√V` entries). Only `[batch]` values cross to the host, no backend RNG state is
-//! touched, and the same seed gives the same tokens on the same backend (and, up to rounding at
+//! vocabulary and `log2 V` masked sums over `√V` entries). Only `[batch]` values cross to the
+//! host, no backend RNG state is touched, and the same seed gives the same tokens on the same backend (and, up to rounding at
 //! a CDF boundary, on every backend).
 
 use burn::tensor::{Bool, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};

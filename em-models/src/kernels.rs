@@ -1,5 +1,6 @@
-//! The CPU fast path for decode-sized products: `y = x·W (+ b)` for at most [`MAX_ROWS`] rows of
-//! `x`, read straight from the weights' storage on the flex backend.
+//! The CPU products on the flex backend: `y = x·W (+ b)` read straight from the weights' storage,
+//! for decode-sized inputs (at most [`MAX_ROWS`] rows of `x`) in any width and for prefill-sized
+//! inputs with 16-bit weights.
 //!
 //! Decoding multiplies one row per sequence by every weight matrix, so a decode step is a stream
 //! over all the weights (2 GB for the 0.5B model in f32) and its speed is the speed of that
@@ -9,14 +10,16 @@
 //! all of rayon's threads.
 //!
 //! Prefill-sized products (more than [`MAX_ROWS`] rows) with 16-bit weights go through
-//! [`matmul_widened`] instead: column panels of `W` widened to f32 and handed to gemm's packed
-//! kernels, so 16-bit prefill runs at f32 gemm speed with `x` kept in f32.
+//! [`matmul_widened`] instead: contiguous chunks of `W` widened to f32 and handed to gemm's
+//! packed kernels, so 16-bit prefill runs at f32 gemm speed with `x` kept in f32. f32 weights
+//! at that size take burn's matmul (the same gemm).
 //!
 //! This is the one module of the workspace with `unsafe` code: the AVX2/FMA/F16C kernels
-//! (`simd`) and the bounds-checked call into gemm (`packed`). Everything else here is safe. The portable kernels in this file are the slow twin
-//! the SIMD kernels are tested against, and `project`'s tests compare the whole path with burn's
-//! generic one. CUDA and wgpu never come here: [`matmul_rows`] declines any tensor that is not a
-//! plain flex tensor (autodiff-tracked tensors included), and callers then take burn's path.
+//! (`simd`) and the bounds-checked call into gemm (`packed`). Everything else here is safe. The
+//! portable kernels in this file are the slow twin the SIMD kernels are tested against, and an
+//! f64 product is the oracle of both entry points. CUDA and wgpu never come here: `project`
+//! declines any tensor that is not a plain flex tensor (autodiff-tracked tensors included), and
+//! callers then take burn's path.
 //!
 //! The weights are read from the live parameter handles on every call, so an optimiser step is
 //! seen by the next decode step without any cache to invalidate.
@@ -24,8 +27,8 @@
 use burn::tensor::Tensor;
 use half::{bf16, f16};
 
-/// Inputs with more rows than this (`batch × seq`: prefill, training) take burn's matmul, whose
-/// packed GEMM is faster once rows are many.
+/// Inputs with more rows than this (`batch × seq`: prefill) take a packed GEMM, faster once rows
+/// are many: [`matmul_widened`] for 16-bit weights, burn's matmul for f32 ones.
 pub const MAX_ROWS: usize = 8;
 
 /// A weight matrix borrowed from a tensor's storage, in its stored width.
@@ -164,7 +167,6 @@ pub fn matmul_rows(
     layout: Layout,
     [k, n]: [usize; 2],
 ) -> Vec<f32> {
-    use rayon::prelude::*;
     assert!(
         (1..=MAX_ROWS).contains(&rows),
         "rows {rows} not in 1..={MAX_ROWS}"
@@ -180,30 +182,35 @@ pub fn matmul_rows(
     if layout == Layout::KN && n <= ROW_SPLIT_MAX_N && threads > 1 && k >= 8 * threads {
         // One block of whole rows per thread, a multiple of 4 rows (the kernel's streams).
         let block = k.div_ceil(threads).next_multiple_of(4);
-        let blocks: Vec<(usize, usize)> = (0..k)
-            .step_by(block)
-            .map(|start| (start, (start + block).min(k)))
-            .collect();
-        let parts: Vec<Vec<f32>> = blocks
-            .par_iter()
-            .map(|&(k0, k1)| {
-                let xb: Vec<f32> = (0..rows)
-                    .flat_map(|r| x[r * k + k0..r * k + k1].iter().copied())
-                    .collect();
-                part(&xb, weights.slice(k0 * n..k1 * n), k1 - k0, 0..n)
-            })
-            .collect();
-        return sum_parts(parts, rows * n);
+        return by_row_blocks(rows, n, k, block, |ks| {
+            let xb: Vec<f32> = (0..rows)
+                .flat_map(|r| x[r * k + ks.start..r * k + ks.end].iter().copied())
+                .collect();
+            part(&xb, weights.slice(ks.start * n..ks.end * n), ks.len(), 0..n)
+        });
     }
     // One column range per thread, a multiple of 16 wide (a SIMD tile) except the last.
     let width = n.div_ceil(threads).next_multiple_of(16).max(16);
     by_columns(rows, n, width, |cols| part(x, weights, k, cols))
 }
 
-/// The per-thread partial products of a row split, summed (`len` zeros if there are none).
-fn sum_parts(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+/// `[rows, n]` as the sum of `part(k0..k1)` (each a partial product `[rows, n]` over rows
+/// `k0..k1` of `W`) over blocks of `block` rows, one rayon task per block.
+fn by_row_blocks(
+    rows: usize,
+    n: usize,
+    k: usize,
+    block: usize,
+    part: impl Fn(std::ops::Range<usize>) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let starts: Vec<usize> = (0..k).step_by(block.max(1)).collect();
+    let parts: Vec<Vec<f32>> = starts
+        .par_iter()
+        .map(|&k0| part(k0..(k0 + block).min(k)))
+        .collect();
     let mut parts = parts.into_iter();
-    let mut y = parts.next().unwrap_or_else(|| vec![0.0; len]);
+    let mut y = parts.next().unwrap_or_else(|| vec![0.0; rows * n]);
     for p in parts {
         y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
     }
@@ -267,7 +274,6 @@ pub fn matmul_widened(
     layout: Layout,
     [k, n]: [usize; 2],
 ) -> Vec<f32> {
-    use rayon::prelude::*;
     assert_eq!(x.len(), rows * k, "x is not [rows, k]");
     assert_eq!(weights.len(), k * n, "weights are not [k, n]");
     if rows == 0 || n == 0 || k == 0 {
@@ -275,27 +281,19 @@ pub fn matmul_widened(
     }
     let threads = rayon::current_num_threads().max(1);
     if layout == Layout::KN && n <= ROW_SPLIT_MAX_N {
-        let block = k.div_ceil(threads);
         let step = (CHUNK / n).max(DEPTH);
-        let parts: Vec<Vec<f32>> = (0..k)
-            .step_by(block)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|k0| {
-                let k1 = (k0 + block).min(k);
-                let mut y = vec![0.0f32; rows * n];
-                let mut chunk = Vec::new();
-                for i0 in (k0..k1).step_by(step) {
-                    let i1 = (i0 + step).min(k1);
-                    chunk.resize((i1 - i0) * n, 0.0);
-                    widen_into(weights.slice(i0 * n..i1 * n), &mut chunk);
-                    // y += x[:, i0..i1] · W[i0..i1, :]
-                    packed::gemm(&x[i0..], k, rows, i1 - i0, &chunk, (n, 1), n, &mut y, true);
-                }
-                y
-            })
-            .collect();
-        return sum_parts(parts, rows * n);
+        return by_row_blocks(rows, n, k, k.div_ceil(threads), |ks| {
+            let mut y = vec![0.0f32; rows * n];
+            let mut chunk = Vec::new();
+            for i0 in ks.clone().step_by(step) {
+                let i1 = (i0 + step).min(ks.end);
+                chunk.resize((i1 - i0) * n, 0.0);
+                widen_into(weights.slice(i0 * n..i1 * n), &mut chunk);
+                // y += x[:, i0..i1] · W[i0..i1, :]
+                packed::gemm(&x[i0..], k, rows, i1 - i0, &chunk, (n, 1), n, &mut y, true);
+            }
+            y
+        });
     }
     // Column ranges: W[:, c0..c1] is contiguous for [n, k] weights; for a wide [k, n] one its
     // rows' segments are long (n / (4·threads) columns at least).
@@ -577,10 +575,11 @@ impl<E: Elem> Op<'_, E> {
     }
 }
 
-/// `linear(x)` for a decode-sized `x: [batch, seq, k]` on the flex backend, `weight: [k, n]`
-/// (burn's layout) or, with `layout = NK`, `[n, k]` (a tied embedding); `None` when the fast
-/// path does not apply (another backend, autodiff, f64, too many rows, a strided weight), in
-/// which case the caller runs burn's op. The result has `x`'s dtype.
+/// `linear(x)` for `x: [batch, seq, k]` on the flex backend, `weight: [k, n]` (burn's layout)
+/// or, with `layout = NK`, `[n, k]` (a tied embedding): [`matmul_rows`] up to [`MAX_ROWS`] rows,
+/// [`matmul_widened`] beyond for 16-bit weights. `None` when neither applies (another backend,
+/// autodiff, f64, f32 weights beyond [`MAX_ROWS`] rows, a strided weight), in which case the
+/// caller runs burn's op. The result has `x`'s dtype.
 pub(crate) fn project(
     x: &Tensor<3>,
     weight: &Tensor<2>,
@@ -1463,7 +1462,7 @@ mod tests {
     /// weights (`n` > 16384).
     #[cfg(feature = "flex")]
     #[test]
-    fn widened_panels_match_the_f64_product() {
+    fn widened_products_match_the_f64_product() {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             for layout in [Layout::KN, Layout::NK] {
                 for rows in [1, 9, 40] {
