@@ -16,7 +16,8 @@
 //! 1e-3 in magnitude, so the kept set is the exact one; each halving is one masked count or one
 //! masked blocked sum ([`em_core::sum_last`]) over the vocabulary (the top-k count over the
 //! entries of the k blocks of `√V` entries with the largest maxima only, which gives the same
-//! cut-off: see `top_k_candidates`). The top-p mass is compared
+//! cut-off: see `top_k_candidates`; a top-p search after top-k sums over those candidates too,
+//! with the same result: see `TopKSearch::top_p_cutoff`). The top-p mass is compared
 //! relative to the kept total, so the f32 normalisation error of the softmax cancels, and on
 //! the smaller side (the tail mass for `top_p > ½`), so its rounding error is relative to
 //! `min(top_p, 1 − top_p)`: at `top_p = 0.999` over 151,936 tokens the decision is exact to
@@ -189,21 +190,29 @@ impl Sampling {
         let parts = em_core::softmax_entropy(z);
         let log_p = parts.log_probs;
         let mut keep: Option<Tensor<2, Bool>> = None;
+        // The top-k candidates and cut-off, when the candidates are fewer than the row.
+        let mut top_k: Option<(Tensor<2>, Tensor<2>)> = None;
         if self.top_k > 0 && self.top_k < vocab {
             let k = self.top_k as f64;
             // The cut-off is searched among the candidates (see `top_k_candidates`), the same
             // value as over the whole row; the kept set is then taken over the whole row.
-            let candidates = top_k_candidates(&log_p, self.top_k).unwrap_or(log_p.clone());
-            let width = candidates.dims()[1];
+            let candidates = top_k_candidates(&log_p, self.top_k);
+            let searched = candidates.clone().unwrap_or(log_p.clone());
+            let width = searched.dims()[1];
             let cut = bisect_cutoff(&log_p, |mid| {
-                candidates
+                searched
                     .clone()
                     .greater_equal(mid.expand([batch, width]))
                     .float()
                     .sum_dim(1)
                     .greater_equal_elem(k)
             });
-            keep = Some(log_p.clone().greater_equal(cut.expand([batch, vocab])));
+            keep = Some(
+                log_p
+                    .clone()
+                    .greater_equal(cut.clone().expand([batch, vocab])),
+            );
+            top_k = candidates.map(|c| (c, cut));
         }
         if self.top_p < 1.0 {
             let weights = masked(parts.probs.clone(), keep.clone());
@@ -212,19 +221,32 @@ impl Sampling {
             // top_p ≤ ½, else the equivalent tail `Σ_{log p < t} w ≤ (1 − top_p)·T`, so the
             // f32 rounding of the sum is relative to min(top_p, 1 − top_p), not to 1.
             let head = self.top_p <= 0.5;
-            let bound = total * if head { self.top_p } else { 1.0 - self.top_p };
-            let cut = bisect_cutoff(&log_p, |mid| {
-                let mid = mid.expand([batch, vocab]);
-                if head {
-                    let above = log_p.clone().greater_equal(mid);
-                    em_core::sum_last(masked(weights.clone(), Some(above)))
-                        .greater_equal(bound.clone())
-                } else {
-                    let below = log_p.clone().lower(mid);
-                    em_core::sum_last(masked(weights.clone(), Some(below)))
-                        .lower_equal(bound.clone())
+            let bound = total.clone() * if head { self.top_p } else { 1.0 - self.top_p };
+            let cut = match (&top_k, &keep) {
+                // After top-k, the search runs over its candidates (`TopKSearch::top_p_cutoff`).
+                (Some((candidates, top_k_cut)), Some(keep)) => {
+                    let kept = keep.clone().float().sum_dim(1);
+                    let search = TopKSearch {
+                        candidates,
+                        cut: top_k_cut,
+                        kept,
+                        total,
+                    };
+                    search.top_p_cutoff(&log_p, head, &bound)
                 }
-            });
+                _ => bisect_cutoff(&log_p, |mid| {
+                    let mid = mid.expand([batch, vocab]);
+                    if head {
+                        let above = log_p.clone().greater_equal(mid);
+                        em_core::sum_last(masked(weights.clone(), Some(above)))
+                            .greater_equal(bound.clone())
+                    } else {
+                        let below = log_p.clone().lower(mid);
+                        em_core::sum_last(masked(weights.clone(), Some(below)))
+                            .lower_equal(bound.clone())
+                    }
+                }),
+            };
             let top_p = log_p.clone().greater_equal(cut.expand([batch, vocab]));
             keep = Some(and(keep, top_p));
         }
@@ -566,6 +588,60 @@ fn top_k_candidates(log_p: &Tensor<2>, k: usize) -> Option<Tensor<2>> {
         .reshape([batch, k, 1])
         .expand([batch, k, block]);
     Some(grid.gather(1, chosen).reshape([batch, k * block]))
+}
+
+/// The top-k step's result, for a top-p search after it over the candidates only.
+struct TopKSearch<'a> {
+    /// `[batch, W]` log-probs of the top-k candidates ([`top_k_candidates`]).
+    candidates: &'a Tensor<2>,
+    /// `[batch, 1]` top-k cut-off ([`bisect_cutoff`]'s result).
+    cut: &'a Tensor<2>,
+    /// `[batch, 1]` entries top-k keeps over the whole row.
+    kept: Tensor<2>,
+    /// `[batch, 1]` their total weight over the whole row.
+    total: Tensor<2>,
+}
+
+impl TopKSearch<'_> {
+    /// The top-p cut-off over the top-k kept set, searched over the candidates: the same
+    /// halvings as over the row, each a pass over `W` entries instead of `V`.
+    ///
+    /// Top-k keeps the entries ≥ its cut-off `c`. A kept entry outside the candidates lies in
+    /// `[c, L]` (`L` the k-th largest block maximum, `L ≤ v_k`, the k-th largest value) and so
+    /// in `[c, c⁺)`, the last interval of top-k's bisection (`c⁺ > v_k`: fewer than k entries
+    /// reach it). Every threshold the top-p bisection tries is a split point of the same
+    /// interval tree at depth ≤ [`CUTOFF_HALVINGS`], so never inside that last interval: it is
+    /// either ≤ `c`, where all of those outside entries are at or above it, or ≥ `c⁺`, where
+    /// none is. Their weight (`extra`, the whole row's kept total minus the candidates',
+    /// taken only when the counts say some exist: ties at the cut-off across blocks) is
+    /// therefore added whole or not at all, and the head and tail sums equal the row's.
+    fn top_p_cutoff(&self, log_p: &Tensor<2>, head: bool, bound: &Tensor<2>) -> Tensor<2> {
+        let [batch, width] = self.candidates.dims();
+        let kept = self
+            .candidates
+            .clone()
+            .greater_equal(self.cut.clone().expand([batch, width]));
+        // The same f32 weights as the row's: exp of the same log-probs (padding: exp(MIN) = 0).
+        let weights = masked(self.candidates.clone().exp(), Some(kept.clone()));
+        let outside = self.kept.clone() - kept.float().sum_dim(1);
+        let extra = (self.total.clone() - em_core::sum_last(weights.clone()))
+            .mask_fill(outside.lower_equal_elem(0.5), 0.0);
+        bisect_cutoff(log_p, |mid| {
+            let at_or_below_cut = mid.clone().lower_equal(self.cut.clone());
+            let mid = mid.expand([batch, width]);
+            if head {
+                let above = self.candidates.clone().greater_equal(mid);
+                let ties = extra.clone().mask_fill(at_or_below_cut.bool_not(), 0.0);
+                (em_core::sum_last(masked(weights.clone(), Some(above))) + ties)
+                    .greater_equal(bound.clone())
+            } else {
+                let below = self.candidates.clone().lower(mid);
+                let ties = extra.clone().mask_fill(at_or_below_cut, 0.0);
+                (em_core::sum_last(masked(weights.clone(), Some(below))) + ties)
+                    .lower_equal(bound.clone())
+            }
+        })
+    }
 }
 
 /// Per row, the largest log-prob cut-off `t ∈ [LOG_PROB_FLOOR, 0]` (to 1e-10) at which

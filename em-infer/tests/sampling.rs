@@ -157,6 +157,18 @@ fn full_vocabulary_kept_sets_are_exact() {
                 top_p: 0.8,
                 ..base
             },
+            // Top-p after top-k keeping the ties at the top-k cut-off (seed 2), also those in
+            // blocks outside the top-k candidates, and a head-side search (top-p ≤ ½).
+            Sampling {
+                top_k: 20,
+                top_p: 0.99,
+                ..base
+            },
+            Sampling {
+                top_k: 50,
+                top_p: 0.4,
+                ..base
+            },
             Sampling { top_p: 0.3, ..base },
             Sampling { top_p: 0.9, ..base },
             Sampling {
