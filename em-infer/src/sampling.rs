@@ -614,7 +614,8 @@ impl TopKSearch<'_> {
     /// either ≤ `c`, where all of those outside entries are at or above it, or ≥ `c⁺`, where
     /// none is. Their weight (`extra`, the whole row's kept total minus the candidates',
     /// taken only when the counts say some exist: ties at the cut-off across blocks) is
-    /// therefore added whole or not at all, and the head and tail sums equal the row's.
+    /// therefore added whole or not at all, and the head and tail sums are the row's (up to
+    /// the order of the f32 additions, as for any blocked sum).
     fn top_p_cutoff(&self, log_p: &Tensor<2>, head: bool, bound: &Tensor<2>) -> Tensor<2> {
         let [batch, width] = self.candidates.dims();
         let kept = self
