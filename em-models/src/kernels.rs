@@ -281,18 +281,8 @@ pub fn matmul_widened(
     }
     let threads = rayon::current_num_threads().max(1);
     if layout == Layout::KN && n <= ROW_SPLIT_MAX_N {
-        let step = (CHUNK / n).max(DEPTH);
         return by_row_blocks(rows, n, k, k.div_ceil(threads), |ks| {
-            let mut y = vec![0.0f32; rows * n];
-            let mut chunk = Vec::new();
-            for i0 in ks.clone().step_by(step) {
-                let i1 = (i0 + step).min(ks.end);
-                chunk.resize((i1 - i0) * n, 0.0);
-                widen_into(weights.slice(i0 * n..i1 * n), &mut chunk);
-                // y += x[:, i0..i1] · W[i0..i1, :]
-                packed::gemm(&x[i0..], k, rows, i1 - i0, &chunk, (n, 1), n, &mut y, true);
-            }
-            y
+            kn_widened(x, rows, weights, [k, n], ks, 0..n)
         });
     }
     // Column ranges: W[:, c0..c1] is contiguous for [n, k] weights; for a wide [k, n] one its
@@ -302,44 +292,55 @@ pub fn matmul_widened(
         Layout::KN => width,
         Layout::NK => (CHUNK / k).clamp(16, width.max(16)),
     };
-    by_columns(rows, n, step, |cols| {
-        let (c0, c1) = (cols.start, cols.end);
-        let nc = c1 - c0;
-        let mut y = vec![0.0f32; rows * nc];
-        let mut chunk = Vec::new();
-        match layout {
-            Layout::KN => {
-                let step = (CHUNK / nc).max(DEPTH);
-                for i0 in (0..k).step_by(step) {
-                    let i1 = (i0 + step).min(k);
-                    chunk.resize((i1 - i0) * nc, 0.0);
-                    for i in i0..i1 {
-                        widen_into(
-                            weights.slice(i * n + c0..i * n + c1),
-                            &mut chunk[(i - i0) * nc..(i - i0 + 1) * nc],
-                        );
-                    }
-                    packed::gemm(
-                        &x[i0..],
-                        k,
-                        rows,
-                        i1 - i0,
-                        &chunk,
-                        (nc, 1),
-                        nc,
-                        &mut y,
-                        true,
-                    );
-                }
-            }
-            Layout::NK => {
-                chunk.resize(nc * k, 0.0);
-                widen_into(weights.slice(c0 * k..c1 * k), &mut chunk);
-                packed::gemm(x, k, rows, k, &chunk, (1, k), nc, &mut y, false);
-            }
+    by_columns(rows, n, step, |cols| match layout {
+        Layout::KN => kn_widened(x, rows, weights, [k, n], 0..k, cols),
+        Layout::NK => {
+            let nc = cols.len();
+            let mut y = vec![0.0f32; rows * nc];
+            let mut chunk = vec![0.0f32; nc * k];
+            widen_into(weights.slice(cols.start * k..cols.end * k), &mut chunk);
+            packed::gemm(x, k, rows, k, &chunk, (1, k), nc, &mut y, false);
+            y
         }
-        y
     })
+}
+
+/// `x[:, ks] · W[ks, cols]` for row-major `[k, n]` weights, as `[rows, cols.len()]`: chunks of
+/// at least [`DEPTH`] rows of `W` (about [`CHUNK`] entries) widened to f32, each multiplied into
+/// `y` by gemm.
+#[cfg(feature = "flex")]
+fn kn_widened(
+    x: &[f32],
+    rows: usize,
+    weights: Weights<'_>,
+    [k, n]: [usize; 2],
+    ks: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> Vec<f32> {
+    let nc = cols.len();
+    let step = (CHUNK / nc.max(1)).max(DEPTH);
+    let mut y = vec![0.0f32; rows * nc];
+    let mut chunk = Vec::new();
+    for i0 in ks.clone().step_by(step) {
+        let i1 = (i0 + step).min(ks.end);
+        chunk.resize((i1 - i0) * nc, 0.0);
+        for (i, row) in (i0..i1).zip(chunk.chunks_exact_mut(nc.max(1))) {
+            widen_into(weights.slice(i * n + cols.start..i * n + cols.end), row);
+        }
+        // y += x[:, i0..i1] · W[i0..i1, cols]
+        packed::gemm(
+            &x[i0..],
+            k,
+            rows,
+            i1 - i0,
+            &chunk,
+            (nc, 1),
+            nc,
+            &mut y,
+            true,
+        );
+    }
+    y
 }
 
 /// `w` widened to f32 into `out` (same length).
