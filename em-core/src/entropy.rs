@@ -58,6 +58,9 @@ pub fn entropy_grad(logits: Tensor<2>) -> Tensor<2> {
 
 /// `[rows, vocab] → [rows, 1]` on compute-dtype logits.
 fn entropy_keepdim(logits: Tensor<2>) -> Tensor<2> {
+    if let Some(fused) = crate::fused::entropy(&logits) {
+        return fused;
+    }
     let s = shifted(logits);
     let weighted = sum_last(s.exp * s.shifted);
     s.sum.clone().log() - weighted / s.sum

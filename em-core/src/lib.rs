@@ -37,6 +37,7 @@
 //! | [`kl`] | [`kl_divergence`] (full distribution), [`k3_kl`] (sampled-token estimator) |
 //! | [`reduce`] | [`Reduction`], [`masked_reduce`] |
 //! | [`loss`] | [`EntropyLossConfig`] → [`EntropyLoss`], the EM-FT objective |
+//! | [`fused`] | plain f32 flex tensors as host rows ([`fused::host_rows`]) and the softmax family on them ([`fused::rows`]): the CPU fast path the functions above take by themselves |
 //! | [`reference`] | f64 slice implementations, used as test oracles |
 //! | [`manifest`] | [`manifest::first_difference`]: run identity, the field where two runs' configs differ |
 //! | [`rng`] | the one seeded generator ([`rng::Rng`], ChaCha12) and the stable hash used for seeds |
@@ -55,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod entropy;
+pub mod fused;
 pub mod kl;
 pub mod log_probs;
 pub mod loss;

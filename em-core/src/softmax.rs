@@ -57,7 +57,11 @@ pub struct SoftmaxEntropy {
 /// If `vocab` is 0.
 pub fn softmax_entropy(logits: Tensor<2>) -> SoftmaxEntropy {
     assert_vocab("softmax_entropy", logits.dims());
-    let s = shifted(promote(logits));
+    let logits = promote(logits);
+    if let Some(fused) = crate::fused::softmax_entropy(&logits) {
+        return fused;
+    }
+    let s = shifted(logits);
     let log_sum = s.sum.log();
     let log_probs = s.shifted.clone() - log_sum.clone();
     let probs = log_probs.clone().exp();
@@ -111,6 +115,9 @@ pub fn kept_entropy(weights: Tensor<2>, log_probs: Tensor<2>) -> KeptEntropy {
         log_probs.dims(),
     );
     assert_vocab("kept_entropy", weights.dims());
+    if let Some(fused) = crate::fused::kept_entropy(&weights, &log_probs) {
+        return fused;
+    }
     let total = sum_last(weights.clone());
     let log_total = total.clone().log();
     let entropy = log_total.clone() - sum_last(weights * log_probs) / total.clone();

@@ -10,8 +10,16 @@
 //!
 //! All rows are updated together on the device; only the `[batch]` entropies come back to the
 //! host each step (to apply the threshold, count steps and stop early when every row is done).
+//! On flex, plain f32 logits take a host path instead ([`em_core::fused`]): rows and chunks of
+//! rows on rayon's threads, four fused passes over a row per step (the softmax's three and one
+//! for the gradient and the Adam update together) where the burn-op loop makes about twenty,
+//! each allocating its output. The arithmetic is the same f32 arithmetic in the
+//! same order; only the softmax's sums are f64 there (see [`em_core::fused`]). Tests compare
+//! both paths with each other and with the f64 reference.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+use em_core::fused::{HostRows, host_rows, rows, rows::CHUNK, tensor_from_rows};
+use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
 
@@ -115,6 +123,9 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
         });
     }
     let device = z0.device();
+    if let Some(rows) = host_rows(&z0) {
+        return em_inf_host(&rows, &parts, initial_entropy, config, step, &device);
+    }
     let p0 = parts.probs.clone();
     let mut z = z0;
     let mut m = z.zeros_like();
@@ -159,6 +170,111 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
         steps,
         initial_entropy,
     })
+}
+
+/// [`em_inf`] on the host rows of plain f32 flex logits (see the module docs), from the initial
+/// softmax `parts` and its entropies, which the caller checked; every row runs on its own.
+/// The `(1 − β)` factors, ε, λ and the step size are rounded to f32 as burn's scalar operands
+/// are.
+fn em_inf_host(
+    z0: &HostRows,
+    parts: &em_core::SoftmaxEntropy,
+    initial_entropy: Vec<f64>,
+    config: &EmInfConfig,
+    step: usize,
+    device: &Device,
+) -> Result<EmInfOutput> {
+    let (batch, width) = (z0.rows(), z0.width());
+    let (log_p0, p0) = match (host_rows(&parts.log_probs), host_rows(&parts.probs)) {
+        (Some(lp), Some(p)) => (lp, p),
+        // The softmax of host rows is host rows (em-core's fused path); never reached.
+        _ => unreachable!("the softmax of plain f32 flex logits is plain f32 flex tensors"),
+    };
+    let mut z = z0.values().to_vec();
+    let runs: Vec<RowRun> = z
+        .par_chunks_mut(width)
+        .zip(log_p0.values().par_chunks(width))
+        .zip(p0.values().par_chunks(width))
+        .zip(initial_entropy.par_iter())
+        // Exact: the entropies were read back from f32.
+        .map(|(((z, log_p0), p0), &h0)| em_inf_row(z, log_p0, p0, h0 as f32, config))
+        .collect();
+    // The earliest step at which a row turned non-finite, the first such row: the error the
+    // burn-op loop reports (it checks every row after every step).
+    if let Some((row, _)) = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(row, run)| run.non_finite_after.map(|t| (row, t)))
+        .min_by_key(|&(row, t)| (t, row))
+    {
+        return Err(InferError::NonFiniteLogits { step, row });
+    }
+    Ok(EmInfOutput {
+        logits: tensor_from_rows(z, [batch, width], device),
+        steps: runs.iter().map(|run| run.steps).collect(),
+        initial_entropy,
+    })
+}
+
+/// One row's EM-INF on the host.
+struct RowRun {
+    /// Adam steps taken.
+    steps: usize,
+    /// The step after which the row's entropy was not finite, if it was.
+    non_finite_after: Option<usize>,
+}
+
+/// The Adam steps of one row `z` (updated in place) from its initial softmax (`log p0`, `p0`,
+/// `H0`, finite): the burn-op loop of [`em_inf`] for that row, in the same f32 operations.
+fn em_inf_row(z: &mut [f32], log_p0: &[f32], p0: &[f32], h0: f32, config: &EmInfConfig) -> RowRun {
+    let n = z.len();
+    let (mut log_p, mut p) = (log_p0.to_vec(), p0.to_vec());
+    let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+    // The scalars as burn's f32 ops see them (a scalar operand is cast to the tensor's dtype).
+    let (beta1, beta2) = (ADAM_BETA1 as f32, ADAM_BETA2 as f32);
+    let (keep1, keep2) = ((1.0 - ADAM_BETA1) as f32, (1.0 - ADAM_BETA2) as f32);
+    let (kl_weight, eps) = (config.kl_weight as f32, ADAM_EPS as f32);
+    let mut h = h0;
+    let mut steps = 0;
+    for t in 1..=config.n_grad_steps {
+        if f64::from(h) < config.threshold {
+            break;
+        }
+        steps += 1;
+        let step_size = (config.learning_rate / (1.0 - ADAM_BETA1.powi(t as i32))) as f32;
+        let v_correction = (1.0 - ADAM_BETA2.powi(t as i32)).sqrt() as f32;
+        // In chunks on rayon's threads (elementwise: the result does not depend on the split).
+        let state = m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK));
+        let softmax = p
+            .par_chunks(CHUNK)
+            .zip(log_p.par_chunks(CHUNK))
+            .zip(p0.par_chunks(CHUNK));
+        let chunks = z.par_chunks_mut(CHUNK).zip(state).zip(softmax);
+        chunks.for_each(|((z, (m, v)), ((p, log_p), p0))| {
+            let state = m.iter_mut().zip(v.iter_mut());
+            let softmax = p.iter().zip(log_p).zip(p0);
+            for ((z, (m, v)), ((&p, &log_p), &p0)) in z.iter_mut().zip(state).zip(softmax) {
+                let grad = -(p * (log_p + h)) + (p - p0) * kl_weight;
+                *m = *m * beta1 + grad * keep1;
+                *v = *v * beta2 + grad * grad * keep2;
+                *z -= *m / (v.sqrt() / v_correction + eps) * step_size;
+            }
+        });
+        if t == config.n_grad_steps {
+            break;
+        }
+        h = rows::softmax_entropy(z, &mut log_p, &mut p);
+        if !h.is_finite() {
+            return RowRun {
+                steps,
+                non_finite_after: Some(t),
+            };
+        }
+    }
+    RowRun {
+        steps,
+        non_finite_after: None,
+    }
 }
 
 /// Checks the vocabulary (a typed error rather than em-core's panic: logits come from a model)

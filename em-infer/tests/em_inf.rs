@@ -403,3 +403,85 @@ fn non_finite_logits_name_step_and_row() {
         );
     }
 }
+
+/// On flex, plain f32 logits take the host path (all of a row's steps in fused passes, see
+/// `em_infer::em_inf`'s module docs); autodiff-tracked copies of the same logits take the
+/// burn-op loop, its slow twin. Same f32 arithmetic, only the softmax sums differ (f64 against
+/// blocked f32): the same steps per row and logits within 1e-5, on rows over Qwen2.5's whole
+/// vocabulary that stop at different steps (one never starts, one has a masked token).
+#[cfg(feature = "flex")]
+#[test]
+fn host_path_matches_the_burn_op_loop() {
+    let device = Device::flex();
+    let vocab = 151_936;
+    let mut state = 99u64;
+    // Noise of three widths, then one token raised above the noise so that the entropy starts
+    // near the thresholds (about 2.3, 0.7 and 0.2 nats) and rows stop at different steps.
+    let mut rows: Vec<Vec<f32>> = [
+        (0.5f32, 0.0f32),
+        (4.0, 0.0),
+        (9.0, 0.0),
+        (1.0, 13.0),
+        (1.0, 15.0),
+        (1.0, 16.5),
+    ]
+    .iter()
+    .map(|&(scale, spike)| {
+        let mut row: Vec<f32> = (0..vocab)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+            })
+            .collect();
+        row[4321] += spike;
+        row
+    })
+    .collect();
+    rows[1][1234] = f32::NEG_INFINITY;
+    let mut peaked = vec![0.0f32; vocab];
+    peaked[7] = 30.0; // H far below the threshold: never updated
+    rows.push(peaked);
+    let x = Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), vocab]), &device);
+    assert!(
+        em_core::fused::host_rows(&x).is_some(),
+        "the host path is taken"
+    );
+    for config in [
+        EmInfConfig::default(),
+        EmInfConfig {
+            n_grad_steps: 10,
+            threshold: 2.0,
+            kl_weight: 0.001,
+            ..EmInfConfig::default()
+        },
+    ] {
+        let host_path = em_inf(x.clone(), &config, 0).unwrap();
+        let burn_ops = em_inf(x.clone().autodiff(), &config, 0).unwrap();
+        assert_eq!(host_path.steps, burn_ops.steps, "{config:?}");
+        assert_eq!(host_path.initial_entropy.len(), rows.len());
+        for (a, b) in host_path
+            .initial_entropy
+            .iter()
+            .zip(&burn_ops.initial_entropy)
+        {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "H0 {a} vs {b}");
+        }
+        let (got, want) = (host(host_path.logits), host(burn_ops.logits));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let ok = (g.is_infinite() && g == w) || (g - w).abs() <= 1e-5;
+            assert!(
+                ok,
+                "{config:?} row {} entry {}: {g} vs {w}",
+                i / vocab,
+                i % vocab
+            );
+        }
+        eprintln!(
+            "host path vs burn ops: H0 {:?}, steps {:?}",
+            host_path.initial_entropy, host_path.steps
+        );
+        assert!(host_path.steps.contains(&0) && host_path.steps.contains(&config.n_grad_steps));
+    }
+}

@@ -10,6 +10,7 @@ mod common;
 mod bad_input;
 mod cross_backend;
 mod dtypes;
+mod fused;
 mod golden;
 mod gradients;
 mod invariants;

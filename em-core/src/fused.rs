@@ -1,0 +1,403 @@
+//! Row-wise computations on plain flex (CPU) tensors: [`host_rows`] borrows a tensor's rows,
+//! [`rows`] computes on them, [`tensor_from_rows`] returns the results as tensors.
+//!
+//! [`crate::softmax_entropy`], [`crate::entropy()`] and [`crate::kept_entropy`] take this path
+//! by themselves for plain f32 flex tensors, row by row in fused passes on rayon's threads; the
+//! burn-op path stays the path of every other backend, of autodiff-tracked tensors (training)
+//! and of f64. Other crates use the same three pieces for their own row loops (em-infer's
+//! EM-INF).
+//!
+//! Why: on flex every burn op over `[rows, vocab]` is its own single-threaded pass that allocates
+//! its output, and a softmax with its entropy is about ten of them (max, shift, clamp, exp, the
+//! blocked sum, log, subtract, exp, multiply, sum). At batch 8 over Qwen2.5's 151,936 entries
+//! that is 1.2 M values per pass. Here the same values take three passes per row (the maximum,
+//! `Σ exp`, then the outputs), on all threads (rows and chunks of rows), with the sums in f64.
+//!
+//! Same results: the formulas are those of the generic path (the same `f32` operations for the
+//! shifted logits and `log p`, and `p = exp(log p)` with the same `f32::exp`, so `p` is bit for
+//! bit `exp` of `log p` as em-infer's top-k search assumes). Only the sums differ: f64 here,
+//! blocked f32 there, so the two agree to f32 rounding (`tests/suite/fused.rs` checks it against
+//! the generic path on autodiff-tracked copies of the same tensors, and the f64 oracles check
+//! both). A row whose maximum is not finite (NaN or +∞ logits, or no finite entry) is NaN
+//! throughout, as on the generic path.
+//!
+//! No `unsafe`: the rows are borrowed from the tensor's storage and the results are new tensors.
+
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::softmax::{KeptEntropy, SoftmaxEntropy};
+
+/// [`crate::softmax_entropy`] of f32 logits on flex, or `None` where the generic path runs.
+pub(crate) fn softmax_entropy(logits: &Tensor<2>) -> Option<SoftmaxEntropy> {
+    let rows = host_rows(logits)?;
+    Some(softmax_entropy_rows(&rows, &logits.device()))
+}
+
+/// [`crate::entropy()`] of f32 logits on flex, `[rows, 1]`, or `None` where the generic path
+/// runs.
+pub(crate) fn entropy(logits: &Tensor<2>) -> Option<Tensor<2>> {
+    let rows = host_rows(logits)?;
+    let h: Vec<f32> = rows
+        .values()
+        .par_chunks(rows.width())
+        .map(rows::entropy)
+        .collect();
+    Some(tensor_from_rows(h, [rows.rows(), 1], &logits.device()))
+}
+
+/// [`crate::kept_entropy`] on flex, or `None` where the generic path runs.
+pub(crate) fn kept_entropy(weights: &Tensor<2>, log_probs: &Tensor<2>) -> Option<KeptEntropy> {
+    let (w, lp) = (host_rows(weights)?, host_rows(log_probs)?);
+    let parts: Vec<[f32; 3]> = w
+        .values()
+        .par_chunks(w.width())
+        .zip(lp.values().par_chunks(lp.width()))
+        .map(|(w, lp)| rows::kept_entropy(w, lp))
+        .collect();
+    let (n, device) = (w.rows(), weights.device());
+    let column = |i: usize| tensor_from_rows(parts.iter().map(|p| p[i]).collect(), [n, 1], &device);
+    Some(KeptEntropy {
+        total: column(0),
+        log_total: column(1),
+        entropy: column(2),
+    })
+}
+
+/// The row computations on slices (one row each), with f64 sums.
+///
+/// A row is cut into chunks of [`rows::CHUNK`] entries, which rayon's threads take in parallel
+/// (so one row of a batch-1 decode step uses every core too); each chunk's partial sums are
+/// collected and added in chunk order, so a result does not depend on the thread count. Inside a
+/// chunk the sums run over 8 f64 lanes, in blocks whose `exp` values are computed first (a loop
+/// that calls `exp` while it accumulates keeps its sums in memory across the call).
+pub mod rows {
+    use rayon::prelude::*;
+
+    /// Entries per chunk: the unit of the parallel split and of the partial sums.
+    pub const CHUNK: usize = 8192;
+    /// Entries whose `exp` values are computed before they are summed.
+    const BLOCK: usize = 256;
+    /// f64 accumulators per sum.
+    const LANES: usize = 8;
+
+    /// The maximum of `z`, NaN if any entry is NaN (−∞ for an empty row).
+    pub fn max(z: &[f32]) -> f32 {
+        z.par_chunks(CHUNK)
+            .map(max_of)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(f32::NEG_INFINITY, |a, b| {
+                if a.is_nan() || b.is_nan() {
+                    f32::NAN
+                } else {
+                    a.max(b)
+                }
+            })
+    }
+
+    fn max_of(z: &[f32]) -> f32 {
+        let mut max = f32::NEG_INFINITY;
+        let mut nan = false;
+        for &x in z {
+            nan |= x.is_nan();
+            max = if x > max { x } else { max };
+        }
+        if nan { f32::NAN } else { max }
+    }
+
+    /// `z − max`, with −∞ clamped to `f32::MIN` (the generic path's `shifted`).
+    #[inline]
+    fn shift(x: f32, max: f32) -> f32 {
+        let s = x - max;
+        if s > f32::MIN { s } else { f32::MIN }
+    }
+
+    /// `(Σ a, Σ a·b)` over 8 lanes, added into `sums`.
+    #[inline]
+    fn accumulate(a: &[f32], b: &[f32], sums: &mut [[f64; LANES]; 2]) {
+        let (a_lanes, b_lanes) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        let rest = a_lanes.remainder().iter().zip(b_lanes.remainder());
+        let [sum, weighted] = sums;
+        for (a, b) in a_lanes.zip(b_lanes) {
+            for (((s, w), &a), &b) in sum.iter_mut().zip(weighted.iter_mut()).zip(a).zip(b) {
+                *s += f64::from(a);
+                *w += f64::from(a) * f64::from(b);
+            }
+        }
+        for ((&a, &b), (s, w)) in rest.zip(sum.iter_mut().zip(weighted.iter_mut())) {
+            *s += f64::from(a);
+            *w += f64::from(a) * f64::from(b);
+        }
+    }
+
+    /// `(Σ e, Σ e·z')` of one chunk, `z' = shift(z, max)`, `e = exp(z')`.
+    fn exp_sums(z: &[f32], max: f32) -> [f64; 2] {
+        let mut sums = [[0f64; LANES]; 2];
+        let (mut shifted, mut exp) = ([0f32; BLOCK], [0f32; BLOCK]);
+        for block in z.chunks(BLOCK) {
+            let n = block.len();
+            for ((&x, s), e) in block.iter().zip(&mut shifted).zip(&mut exp) {
+                *s = shift(x, max);
+                *e = s.exp();
+            }
+            accumulate(&exp[..n], &shifted[..n], &mut sums);
+        }
+        sums.map(|lanes| lanes.iter().sum())
+    }
+
+    /// Fills one chunk's `log p = z' − ln s` and `p = exp(log p)`; returns its `Σ p·z'`.
+    fn outputs(z: &[f32], max: f32, ln_s: f32, log_probs: &mut [f32], probs: &mut [f32]) -> f64 {
+        let mut sums = [[0f64; LANES]; 2];
+        let mut shifted = [0f32; BLOCK];
+        let blocks = z.chunks(BLOCK).zip(log_probs.chunks_mut(BLOCK));
+        for ((block, lp), p) in blocks.zip(probs.chunks_mut(BLOCK)) {
+            for (((&x, s), lp), p) in block.iter().zip(&mut shifted).zip(lp).zip(p.iter_mut()) {
+                *s = shift(x, max);
+                *lp = *s - ln_s;
+                *p = lp.exp();
+            }
+            accumulate(p, &shifted[..block.len()], &mut sums);
+        }
+        sums[1].iter().sum()
+    }
+
+    /// `(max, ln Σ exp(z − max), Σ exp(z − max)·(z − max) / Σ exp(z − max))` of a row with a
+    /// finite maximum; `None` otherwise (the row is NaN throughout).
+    fn moments(z: &[f32]) -> Option<(f32, f64, f64)> {
+        let max = max(z);
+        if !max.is_finite() {
+            return None;
+        }
+        let [sum, weighted] = z
+            .par_chunks(CHUNK)
+            .map(|c| exp_sums(c, max))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold([0.0, 0.0], |[s, w], [a, b]| [s + a, w + b]);
+        Some((max, sum.ln(), weighted / sum))
+    }
+
+    /// The entropy of `softmax(z)`: `ln s − Σ e·z' / s` (NaN for a row without a finite
+    /// maximum).
+    pub fn entropy(z: &[f32]) -> f32 {
+        match moments(z) {
+            Some((_, log_sum, mean)) => (log_sum - mean) as f32,
+            None => f32::NAN,
+        }
+    }
+
+    /// Fills `log_probs` with `z' − ln s` and `probs` with `exp` of it; returns the entropy
+    /// `ln s − Σ p·z'`.
+    ///
+    /// # Panics
+    /// If the three slices differ in length.
+    pub fn softmax_entropy(z: &[f32], log_probs: &mut [f32], probs: &mut [f32]) -> f32 {
+        assert!(
+            log_probs.len() == z.len() && probs.len() == z.len(),
+            "rows::softmax_entropy: {} logits, {} log-probs, {} probs",
+            z.len(),
+            log_probs.len(),
+            probs.len()
+        );
+        let Some((max, log_sum, _)) = moments(z) else {
+            log_probs.fill(f32::NAN);
+            probs.fill(f32::NAN);
+            return f32::NAN;
+        };
+        let ln_s = log_sum as f32;
+        let weighted: f64 = z
+            .par_chunks(CHUNK)
+            .zip(log_probs.par_chunks_mut(CHUNK))
+            .zip(probs.par_chunks_mut(CHUNK))
+            .map(|((z, lp), p)| outputs(z, max, ln_s, lp, p))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .sum();
+        (f64::from(ln_s) - weighted) as f32
+    }
+
+    /// `(T, ln T, ln T − Σ w·log p / T)` of one row (see [`crate::kept_entropy`]).
+    ///
+    /// # Panics
+    /// If the slices differ in length.
+    pub fn kept_entropy(w: &[f32], log_probs: &[f32]) -> [f32; 3] {
+        assert_eq!(
+            w.len(),
+            log_probs.len(),
+            "rows::kept_entropy: weights vs log-probs"
+        );
+        let [total, weighted] = w
+            .par_chunks(CHUNK)
+            .zip(log_probs.par_chunks(CHUNK))
+            .map(|(w, lp)| {
+                let mut sums = [[0f64; LANES]; 2];
+                accumulate(w, lp, &mut sums);
+                sums.map(|lanes| lanes.iter().sum::<f64>())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold([0.0, 0.0], |[s, w], [a, b]| [s + a, w + b]);
+        let log_total = total.ln();
+        [
+            total as f32,
+            log_total as f32,
+            (log_total - weighted / total) as f32,
+        ]
+    }
+}
+
+/// The row-major values of a plain f32 tensor on flex (the CPU backend), borrowed from its
+/// storage: [`host_rows`]'s result.
+pub struct HostRows {
+    #[cfg(feature = "flex")]
+    tensor: burn_flex::FlexTensor,
+    #[cfg(not(feature = "flex"))]
+    never: std::convert::Infallible,
+    rows: usize,
+    width: usize,
+}
+
+impl std::fmt::Debug for HostRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostRows")
+            .field("rows", &self.rows)
+            .field("width", &self.width)
+            .finish()
+    }
+}
+
+impl HostRows {
+    /// All rows, row after row (`rows · width` values).
+    pub fn values(&self) -> &[f32] {
+        #[cfg(feature = "flex")]
+        {
+            let (start, end) = self
+                .tensor
+                .layout()
+                .contiguous_offsets()
+                .unwrap_or_else(|| unreachable!("checked by `host_rows`"));
+            &self.tensor.storage::<f32>()[start..end]
+        }
+        #[cfg(not(feature = "flex"))]
+        match self.never {}
+    }
+
+    /// The number of rows (the tensor's first dimension).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The length of a row (the tensor's last dimension).
+    pub fn width(&self) -> usize {
+        self.width
+    }
+}
+
+/// The values of `t` as host rows, without a copy, when `t` is a plain f32 tensor on flex
+/// (not autodiff-tracked, stored row-major and contiguous); `None` for every other tensor
+/// (other backends, f64 and 16-bit dtypes, strided views), where the caller runs burn ops.
+/// With [`rows`] and [`tensor_from_rows`] this is how a row-wise computation skips burn's
+/// one-pass-per-op evaluation on the CPU.
+pub fn host_rows(t: &Tensor<2>) -> Option<HostRows> {
+    #[cfg(feature = "flex")]
+    {
+        if t.is_autodiff() || t.dtype() != burn::tensor::DType::F32 {
+            return None;
+        }
+        let tensor = t.clone().try_into_primitive::<burn_flex::Flex>().ok()?;
+        tensor.layout().contiguous_offsets()?;
+        let [rows, width] = t.dims();
+        Some(HostRows {
+            tensor,
+            rows,
+            width,
+        })
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = t;
+        None
+    }
+}
+
+/// An f32 tensor of `shape` on `device` holding `values` (row-major): the way back from
+/// [`host_rows`].
+///
+/// # Panics
+/// If `values` does not have `shape[0] · shape[1]` entries.
+pub fn tensor_from_rows(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    assert_eq!(
+        values.len(),
+        shape[0] * shape[1],
+        "tensor_from_rows: {} values for shape {shape:?}",
+        values.len()
+    );
+    Tensor::from_data(TensorData::new(values, shape), (device, DType::F32))
+}
+
+/// [`rows::softmax_entropy`] over every row of `rows` (on rayon's threads).
+fn softmax_entropy_rows(rows: &HostRows, device: &Device) -> SoftmaxEntropy {
+    let (n, width) = (rows.rows(), rows.width());
+    let z = rows.values();
+    let mut log_probs = vec![0f32; z.len()];
+    let mut probs = vec![0f32; z.len()];
+    let mut entropy = vec![0f32; n];
+    z.par_chunks(width)
+        .zip(log_probs.par_chunks_mut(width))
+        .zip(probs.par_chunks_mut(width))
+        .zip(entropy.par_iter_mut())
+        .for_each(|(((z, lp), p), h)| *h = rows::softmax_entropy(z, lp, p));
+    SoftmaxEntropy {
+        log_probs: tensor_from_rows(log_probs, [n, width], device),
+        probs: tensor_from_rows(probs, [n, width], device),
+        entropy: tensor_from_rows(entropy, [n, 1], device),
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use burn::tensor::{DType, Device, Tensor, TensorData};
+
+    fn logits() -> Tensor<2> {
+        let values: Vec<f32> = (0..12).map(|i| (i as f32 * 0.7).sin() * 3.0).collect();
+        Tensor::from_data(TensorData::new(values, [3, 4]), &Device::flex())
+    }
+
+    /// The fused path is what plain f32 flex tensors get (else the twin tests in
+    /// `tests/suite/fused.rs` would compare the generic path with itself), and only those.
+    #[test]
+    fn taken_for_plain_f32_flex_tensors_only() {
+        let z = logits();
+        assert!(super::softmax_entropy(&z).is_some());
+        assert!(super::entropy(&z).is_some());
+        let parts = super::softmax_entropy(&z).unwrap();
+        assert!(super::kept_entropy(&parts.probs, &parts.log_probs).is_some());
+        assert!(super::softmax_entropy(&z.clone().autodiff()).is_none());
+        assert!(super::entropy(&z.clone().cast(DType::F64)).is_none());
+        // A transposed view has no row-major storage.
+        assert!(super::entropy(&z.clone().transpose()).is_none());
+    }
+
+    /// The host rows are the tensor's values in row-major order, and come back unchanged.
+    #[test]
+    fn host_rows_round_trip() {
+        let z = logits();
+        let want: Vec<f32> = z.clone().into_data().try_to_vec().unwrap();
+        let rows = super::host_rows(&z).unwrap();
+        assert_eq!((rows.rows(), rows.width()), (3, 4));
+        assert_eq!(rows.values(), want.as_slice());
+        // A slice of whole rows is contiguous: its rows are taken from the middle of the storage.
+        let tail = super::host_rows(&z.clone().slice([1..3, 0..4])).unwrap();
+        assert_eq!(tail.values(), &want[4..]);
+        let back = super::tensor_from_rows(rows.values().to_vec(), [3, 4], &z.device());
+        assert_eq!(back.into_data().try_to_vec::<f32>().unwrap(), want);
+    }
+
+    #[test]
+    #[should_panic(expected = "tensor_from_rows: 5 values for shape [2, 3]")]
+    fn tensor_from_rows_checks_the_length() {
+        super::tensor_from_rows(vec![0.0; 5], [2, 3], &Device::flex());
+    }
+}

@@ -1,0 +1,152 @@
+//! The fused flex rows (`em_core`'s private `fused` module) against their slow twin, the generic
+//! burn-op path, which runs for the same values on autodiff-tracked copies of the tensors; and
+//! both against the f64 reference. Flex only: other backends never take the fused path.
+#![cfg(feature = "flex")]
+
+use burn::tensor::{Device, Tensor};
+use em_core::{entropy, kept_entropy, reference, softmax_entropy};
+
+use crate::common::*;
+use crate::oracle::extreme_rows;
+
+/// The extreme rows plus the rows that are NaN throughout on both paths, and a masked row.
+fn rows(vocab: usize) -> Vec<Vec<f32>> {
+    let mut rows = extreme_rows(vocab);
+    let mut rng = Rng::new(11);
+    let with = |value: f32, rng: &mut Rng| {
+        let mut r = rng.logits(vocab, 2.0);
+        r[vocab / 3] = value;
+        r
+    };
+    rows.push(with(f32::NAN, &mut rng));
+    rows.push(with(f32::INFINITY, &mut rng));
+    rows.push(vec![f32::NEG_INFINITY; vocab]);
+    // Everything masked but one entry: H = 0, p one-hot.
+    let mut one = vec![f32::NEG_INFINITY; vocab];
+    one[vocab - 1] = -3.0;
+    rows.push(one);
+    rows
+}
+
+fn input(rows: &[Vec<f32>], vocab: usize) -> Tensor<2> {
+    tensor2(&rows.concat(), [rows.len(), vocab], &Device::flex())
+}
+
+/// The generic path: the same values, autodiff-tracked (the fused path declines those).
+fn generic(t: &Tensor<2>) -> Tensor<2> {
+    t.clone().autodiff()
+}
+
+#[test]
+fn fused_softmax_entropy_matches_the_generic_path_and_the_reference() {
+    for vocab in [1, 2, 7, 1000, QWEN_VOCAB] {
+        let rows = rows(vocab);
+        let z = input(&rows, vocab);
+        let fused = softmax_entropy(z.clone());
+        let slow = softmax_entropy(generic(&z));
+        let what = |q: &str| format!("{q} V={vocab}");
+        // f32 sums over up to 151,936 terms on the generic path (blocked), f64 here.
+        let h_fused = host(fused.entropy);
+        assert_close(&what("entropy"), &h_fused, &host(slow.entropy), 1e-4, 1e-6);
+        let h_ref: Vec<f64> = rows.iter().map(|r| reference::entropy(&widen(r))).collect();
+        // The reference has no NaN for a NaN-free row without a finite maximum (all −∞), where
+        // both paths are NaN; compare only where the reference is finite.
+        for (i, (&h, &want)) in h_fused.iter().zip(&h_ref).enumerate() {
+            if want.is_finite() && !rows[i].iter().any(|x| x.is_nan()) {
+                assert!(
+                    (h - want).abs() <= 1e-6 + 1e-5 * want.abs(),
+                    "{}: row {i} {h} vs {want}",
+                    what("entropy vs reference")
+                );
+            } else {
+                assert!(h.is_nan(), "{}: row {i} {h}", what("non-finite row"));
+            }
+        }
+        let (lp_fused, lp_slow) = (host(fused.log_probs), host(slow.log_probs));
+        // log p = z' − ln s: z' is the same f32 value on both paths, ln s differs by rounding.
+        assert_close(&what("log p"), &lp_fused, &lp_slow, 1e-6, 1e-5);
+        let p_fused = host(fused.probs);
+        assert_close(&what("p"), &p_fused, &host(slow.probs), 1e-5, 1e-9);
+        // p is exp of log p bit for bit (em-infer's top-k search relies on it).
+        for (i, (&p, &lp)) in p_fused.iter().zip(&lp_fused).enumerate() {
+            let want = (lp as f32).exp();
+            assert!(
+                p.is_nan() && want.is_nan() || p == f64::from(want),
+                "{}[{i}]: {p} vs exp({lp}) = {want}",
+                what("p = exp(log p)")
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_entropy_matches_the_generic_path() {
+    for vocab in [1, 3, 1000, QWEN_VOCAB] {
+        let rows = rows(vocab);
+        let z = input(&rows, vocab);
+        assert_close(
+            &format!("entropy V={vocab}"),
+            &host(entropy(z.clone())),
+            &host(entropy(generic(&z))),
+            1e-4,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn fused_kept_entropy_matches_the_generic_path_and_the_reference() {
+    let vocab = QWEN_VOCAB;
+    let mut rng = Rng::new(5);
+    let rows: Vec<Vec<f32>> = (0..4).map(|i| rng.logits(vocab, 1.0 + i as f64)).collect();
+    let parts = softmax_entropy(input(&rows, vocab));
+    // Keep every third entry of row 0, the top half of row 1, nothing of row 2, all of row 3.
+    let p = host(parts.probs.clone());
+    let kept: Vec<f32> = p
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let (row, j) = (i / vocab, i % vocab);
+            let keep = match row {
+                0 => j % 3 == 0,
+                1 => p >= 1.0 / vocab as f64,
+                2 => false,
+                _ => true,
+            };
+            if keep { p as f32 } else { 0.0 }
+        })
+        .collect();
+    let w = tensor2(&kept, [rows.len(), vocab], &Device::flex());
+    let fused = kept_entropy(w.clone(), parts.log_probs.clone());
+    let slow = kept_entropy(generic(&w), generic(&parts.log_probs));
+    let h = host(fused.entropy);
+    for (name, got, want) in [
+        ("total", host(fused.total), host(slow.total)),
+        ("log total", host(fused.log_total), host(slow.log_total)),
+        ("entropy", h.clone(), host(slow.entropy)),
+    ] {
+        assert_close(name, &got, &want, 1e-4, 1e-6);
+    }
+    // The reference: the renormalised kept distribution's entropy in f64 (row 2 keeps nothing:
+    // NaN on both paths).
+    for (row, &h) in h.iter().enumerate() {
+        let w = &kept[row * vocab..(row + 1) * vocab];
+        let total: f64 = w.iter().map(|&w| f64::from(w)).sum();
+        if total == 0.0 {
+            assert!(h.is_nan(), "row {row}: {h}");
+            continue;
+        }
+        let want = -w
+            .iter()
+            .filter(|&&w| w > 0.0)
+            .map(|&w| {
+                let q = f64::from(w) / total;
+                q * q.ln()
+            })
+            .sum::<f64>();
+        assert!(
+            (h - want).abs() <= 1e-5 * (1.0 + want),
+            "row {row}: {h} vs {want}"
+        );
+    }
+}
