@@ -123,8 +123,14 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
         });
     }
     let device = z0.device();
-    if let Some(rows) = host_rows(&z0) {
-        return em_inf_host(&rows, &parts, initial_entropy, config, step, &device);
+    let host = (
+        host_rows(&z0),
+        host_rows(&parts.log_probs),
+        host_rows(&parts.probs),
+    );
+    if let (Some(z0), Some(log_p0), Some(p0)) = host {
+        let initial = [z0, log_p0, p0];
+        return em_inf_host(&initial, initial_entropy, config, step, &device);
     }
     let p0 = parts.probs.clone();
     let mut z = z0;
@@ -173,23 +179,17 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
 }
 
 /// [`em_inf`] on the host rows of plain f32 flex logits (see the module docs), from the initial
-/// softmax `parts` and its entropies, which the caller checked; every row runs on its own.
-/// The `(1 − β)` factors, ε, λ and the step size are rounded to f32 as burn's scalar operands
-/// are.
+/// softmax (`[z0, log p0, p0]`) and its entropies, which the caller checked; every row runs on
+/// its own. The `(1 − β)` factors, ε, λ and the step size are rounded to f32 as burn's scalar
+/// operands are.
 fn em_inf_host(
-    z0: &HostRows,
-    parts: &em_core::SoftmaxEntropy,
+    [z0, log_p0, p0]: &[HostRows; 3],
     initial_entropy: Vec<f64>,
     config: &EmInfConfig,
     step: usize,
     device: &Device,
 ) -> Result<EmInfOutput> {
     let (batch, width) = (z0.rows(), z0.width());
-    let (log_p0, p0) = match (host_rows(&parts.log_probs), host_rows(&parts.probs)) {
-        (Some(lp), Some(p)) => (lp, p),
-        // The softmax of host rows is host rows (em-core's fused path); never reached.
-        _ => unreachable!("the softmax of plain f32 flex logits is plain f32 flex tensors"),
-    };
     let mut z = z0.values().to_vec();
     let runs: Vec<RowRun> = z
         .par_chunks_mut(width)
