@@ -143,7 +143,20 @@ pub mod rows {
             }
             accumulate(&exp[..n], &shifted[..n], &mut sums);
         }
+        lane_totals(sums)
+    }
+
+    /// The two sums' lanes added up.
+    fn lane_totals(sums: [[f64; LANES]; 2]) -> [f64; 2] {
         sums.map(|lanes| lanes.iter().sum())
+    }
+
+    /// The chunks' `[Σ, Σ]` pairs (collected in chunk order) added in that order, so that a sum
+    /// does not depend on how rayon split the work.
+    fn add_in_order(parts: Vec<[f64; 2]>) -> [f64; 2] {
+        parts
+            .into_iter()
+            .fold([0.0, 0.0], |[s, w], [a, b]| [s + a, w + b])
     }
 
     /// Fills one chunk's `log p = z' − ln s` and `p = exp(log p)`; returns its `Σ p·z'`.
@@ -169,12 +182,7 @@ pub mod rows {
         if !max.is_finite() {
             return None;
         }
-        let [sum, weighted] = z
-            .par_chunks(CHUNK)
-            .map(|c| exp_sums(c, max))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .fold([0.0, 0.0], |[s, w], [a, b]| [s + a, w + b]);
+        let [sum, weighted] = add_in_order(z.par_chunks(CHUNK).map(|c| exp_sums(c, max)).collect());
         Some((max, sum.ln(), weighted / sum))
     }
 
@@ -227,17 +235,16 @@ pub mod rows {
             log_probs.len(),
             "rows::kept_entropy: weights vs log-probs"
         );
-        let [total, weighted] = w
-            .par_chunks(CHUNK)
-            .zip(log_probs.par_chunks(CHUNK))
-            .map(|(w, lp)| {
-                let mut sums = [[0f64; LANES]; 2];
-                accumulate(w, lp, &mut sums);
-                sums.map(|lanes| lanes.iter().sum::<f64>())
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .fold([0.0, 0.0], |[s, w], [a, b]| [s + a, w + b]);
+        let [total, weighted] = add_in_order(
+            w.par_chunks(CHUNK)
+                .zip(log_probs.par_chunks(CHUNK))
+                .map(|(w, lp)| {
+                    let mut sums = [[0f64; LANES]; 2];
+                    accumulate(w, lp, &mut sums);
+                    lane_totals(sums)
+                })
+                .collect(),
+        );
         let log_total = total.ln();
         [
             total as f32,
