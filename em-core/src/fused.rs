@@ -14,9 +14,9 @@
 //! `Σ exp`, then the outputs), on all threads (rows and chunks of rows), with the sums in f64.
 //!
 //! Same results: the formulas are those of the generic path (the same `f32` operations for the
-//! shifted logits and `log p`, and `p = exp(log p)` with the same `f32::exp`, so `p` is bit for
-//! bit `exp` of `log p` as em-infer's top-k search assumes). Only the sums differ: f64 here,
-//! blocked f32 there, so the two agree to f32 rounding (`tests/suite/fused.rs` checks it against
+//! shifted logits and `log p`, and `p = exp(log p)`). Only the sums and `exp` differ: f64 sums
+//! here, blocked f32 there, and [`rows::exp`] (vectorizable, within one unit in the last place)
+//! instead of libm's, so the two agree to f32 rounding (`tests/suite/fused.rs` checks it against
 //! the generic path on autodiff-tracked copies of the same tensors, and the f64 oracles check
 //! both). A row whose maximum is not finite (NaN or +∞ logits, or no finite entry) is NaN
 //! throughout, as on the generic path.
@@ -69,8 +69,8 @@ pub(crate) fn kept_entropy(weights: &Tensor<2>, log_probs: &Tensor<2>) -> Option
 /// A row is cut into chunks of [`rows::CHUNK`] entries, which rayon's threads take in parallel
 /// (so one row of a batch-1 decode step uses every core too); each chunk's partial sums are
 /// collected and added in chunk order, so a result does not depend on the thread count. Inside a
-/// chunk the sums run over 8 f64 lanes, in blocks whose `exp` values are computed first (a loop
-/// that calls `exp` while it accumulates keeps its sums in memory across the call).
+/// chunk the sums run over 8 f64 lanes, in blocks whose `exp` values are computed first (the
+/// `exp` loop then vectorizes on its own, and the sums stay in registers).
 pub mod rows {
     use rayon::prelude::*;
 
@@ -113,6 +113,47 @@ pub mod rows {
         if s > f32::MIN { s } else { f32::MIN }
     }
 
+    /// Arguments below this give 0: `e^−87 ≈ 1.6·10⁻³⁸`, just above the smallest normal f32.
+    const EXP_FLUSH_BELOW: f32 = -87.0;
+
+    /// `e^x` in f32, within one unit in the last place of the exact value where that is at
+    /// least `e^−87` (checked against f64 `exp` over all f32 arguments in steps of 61 in the
+    /// bit pattern, `tests/suite/fused.rs`), 0 below that (and for −∞), +∞ above `ln f32::MAX`,
+    /// NaN for NaN.
+    ///
+    /// Why not `f32::exp`: the row loops below call `exp` once per entry, a million times per
+    /// pass at batch 8, and libm's `expf` is a call per entry that the loop cannot vectorize;
+    /// where the result underflows (most of a row at a sampling temperature of 0.1) it also
+    /// takes the underflow path, which sets `errno` after a multiplication the CPU finishes in
+    /// microcode. This one is straight-line f32 and integer arithmetic (no branch, no call, no
+    /// subnormal intermediate), so the loops vectorize. Method: `x = n·ln 2 + r` with `n` the
+    /// nearest integer to `x·log₂e` and `|r| ≤ ln 2 / 2` (`n·ln 2` in two parts, the first
+    /// exact), `e^r` by the degree-7 polynomial of Cephes' `expf` (S. Moshier), and `2ⁿ` as two
+    /// factors `2^(n−⌊n/2⌋)·2^⌊n/2⌋` built from their exponent bits, so that `n` up to 128 stays
+    /// finite until the last product.
+    #[inline]
+    pub fn exp(x: f32) -> f32 {
+        // 1.5·2²³: adding it rounds `x·log₂e` to an integer held in the low mantissa bits.
+        const ROUND: f32 = 12_582_912.0;
+        const LN2_HI: f32 = 0.693_359_4; // 355/512, exactly
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        let c = x.clamp(EXP_FLUSH_BELOW, 89.0);
+        let rounded = c * std::f32::consts::LOG2_E + ROUND;
+        let n = rounded - ROUND;
+        let n_int = (rounded.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+        let r = c - n * LN2_HI - n * LN2_LO;
+        let q = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+            * r
+            + 1.666_666_5e-1)
+            * r
+            + 0.5;
+        let e_r = q * (r * r) + r + 1.0;
+        let half = n_int >> 1;
+        let scale = |m: i32| f32::from_bits(((m + 127) as u32) << 23);
+        let y = e_r * scale(n_int - half) * scale(half);
+        if x < EXP_FLUSH_BELOW { 0.0 } else { y }
+    }
+
     /// `(Σ a, Σ a·b)` over 8 lanes, added into `sums`.
     #[inline]
     fn accumulate(a: &[f32], b: &[f32], sums: &mut [[f64; LANES]; 2]) {
@@ -134,14 +175,14 @@ pub mod rows {
     /// `(Σ e, Σ e·z')` of one chunk, `z' = shift(z, max)`, `e = exp(z')`.
     fn exp_sums(z: &[f32], max: f32) -> [f64; 2] {
         let mut sums = [[0f64; LANES]; 2];
-        let (mut shifted, mut exp) = ([0f32; BLOCK], [0f32; BLOCK]);
+        let (mut shifted, mut exps) = ([0f32; BLOCK], [0f32; BLOCK]);
         for block in z.chunks(BLOCK) {
             let n = block.len();
-            for ((&x, s), e) in block.iter().zip(&mut shifted).zip(&mut exp) {
+            for ((&x, s), e) in block.iter().zip(&mut shifted).zip(&mut exps) {
                 *s = shift(x, max);
-                *e = s.exp();
+                *e = exp(*s);
             }
-            accumulate(&exp[..n], &shifted[..n], &mut sums);
+            accumulate(&exps[..n], &shifted[..n], &mut sums);
         }
         lane_totals(sums)
     }
@@ -168,7 +209,7 @@ pub mod rows {
             for (((&x, s), lp), p) in block.iter().zip(&mut shifted).zip(lp).zip(p.iter_mut()) {
                 *s = shift(x, max);
                 *lp = *s - ln_s;
-                *p = lp.exp();
+                *p = exp(*lp);
             }
             accumulate(p, &shifted[..block.len()], &mut sums);
         }

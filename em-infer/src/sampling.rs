@@ -190,14 +190,17 @@ impl Sampling {
         let parts = em_core::softmax_entropy(z);
         let log_p = parts.log_probs;
         let mut keep: Option<Tensor<2, Bool>> = None;
-        // The top-k candidates and cut-off, when the candidates are fewer than the row.
-        let mut top_k: Option<(Tensor<2>, Tensor<2>)> = None;
+        // The top-k candidates (log-probs, weights) and cut-off, when the candidates are fewer
+        // than the row.
+        let mut top_k: Option<((Tensor<2>, Tensor<2>), Tensor<2>)> = None;
         if self.top_k > 0 && self.top_k < vocab {
             let k = self.top_k as f64;
             // The cut-off is searched among the candidates (see `top_k_candidates`), the same
             // value as over the whole row; the kept set is then taken over the whole row.
-            let candidates = top_k_candidates(&log_p, self.top_k);
-            let searched = candidates.clone().unwrap_or(log_p.clone());
+            let candidates = top_k_candidates(&log_p, &parts.probs, self.top_k);
+            let searched = candidates
+                .as_ref()
+                .map_or(log_p.clone(), |(log_p, _)| log_p.clone());
             let width = searched.dims()[1];
             let cut = bisect_cutoff(&log_p, |mid| {
                 searched
@@ -224,10 +227,11 @@ impl Sampling {
             let bound = total.clone() * if head { self.top_p } else { 1.0 - self.top_p };
             let cut = match (&top_k, &keep) {
                 // After top-k, the search runs over its candidates (`TopKSearch::top_p_cutoff`).
-                (Some((candidates, top_k_cut)), Some(keep)) => {
+                (Some(((candidates, candidate_probs), top_k_cut)), Some(keep)) => {
                     let kept = keep.clone().float().sum_dim(1);
                     let search = TopKSearch {
                         candidates,
+                        candidate_probs,
                         cut: top_k_cut,
                         kept,
                         total,
@@ -574,7 +578,14 @@ fn in_blocks(t: Tensor<2>, pad: f32) -> Tensor<3> {
 /// "at least k entries ≥ t" agrees for every `t`, and so does the bisection. The search then
 /// costs a pass over `k·√V` entries per halving instead of `V` (7,800 instead of 151,936 for
 /// Qwen2.5 at k = 20).
-fn top_k_candidates(log_p: &Tensor<2>, k: usize) -> Option<Tensor<2>> {
+///
+/// Returned with the candidates' weights, the same entries of `probs` (padding 0), so that a
+/// sum over candidates adds exactly the row's f32 weights.
+fn top_k_candidates(
+    log_p: &Tensor<2>,
+    probs: &Tensor<2>,
+    k: usize,
+) -> Option<(Tensor<2>, Tensor<2>)> {
     let batch = log_p.dims()[0];
     let (blocks, block) = square_blocks(log_p.dims()[1]);
     if 4 * k > blocks {
@@ -587,13 +598,16 @@ fn top_k_candidates(log_p: &Tensor<2>, k: usize) -> Option<Tensor<2>> {
         .slice([0..batch, 0..k])
         .reshape([batch, k, 1])
         .expand([batch, k, block]);
-    Some(grid.gather(1, chosen).reshape([batch, k * block]))
+    let pick = |grid: Tensor<3>| grid.gather(1, chosen.clone()).reshape([batch, k * block]);
+    Some((pick(grid), pick(in_blocks(probs.clone(), 0.0))))
 }
 
 /// The top-k step's result, for a top-p search after it over the candidates only.
 struct TopKSearch<'a> {
     /// `[batch, W]` log-probs of the top-k candidates ([`top_k_candidates`]).
     candidates: &'a Tensor<2>,
+    /// `[batch, W]` their weights: the row's probabilities at the same entries.
+    candidate_probs: &'a Tensor<2>,
     /// `[batch, 1]` top-k cut-off ([`bisect_cutoff`]'s result).
     cut: &'a Tensor<2>,
     /// `[batch, 1]` entries top-k keeps over the whole row.
@@ -622,8 +636,8 @@ impl TopKSearch<'_> {
             .candidates
             .clone()
             .greater_equal(self.cut.clone().expand([batch, width]));
-        // The same f32 weights as the row's: exp of the same log-probs (padding: exp(MIN) = 0).
-        let weights = masked(self.candidates.clone().exp(), Some(kept.clone()));
+        // The same f32 weights as the row's (padding: 0).
+        let weights = masked(self.candidate_probs.clone(), Some(kept.clone()));
         let outside = self.kept.clone() - kept.float().sum_dim(1);
         let extra = (self.total.clone() - em_core::sum_last(weights.clone()))
             .mask_fill(outside.lower_equal_elem(0.5), 0.0);

@@ -4,6 +4,7 @@
 #![cfg(feature = "flex")]
 
 use burn::tensor::{Device, Tensor};
+use em_core::fused::rows;
 use em_core::{entropy, kept_entropy, reference, softmax_entropy};
 
 use crate::common::*;
@@ -67,9 +68,10 @@ fn fused_softmax_entropy_matches_the_generic_path_and_the_reference() {
         assert_close(&what("log p"), &lp_fused, &lp_slow, 1e-6, 1e-5);
         let p_fused = host(fused.probs);
         assert_close(&what("p"), &p_fused, &host(slow.probs), 1e-5, 1e-9);
-        // p is exp of log p bit for bit (em-infer's top-k search relies on it).
+        // p is `rows::exp` of log p bit for bit (callers may recompute a weight from its
+        // log-prob with it).
         for (i, (&p, &lp)) in p_fused.iter().zip(&lp_fused).enumerate() {
-            let want = (lp as f32).exp();
+            let want = rows::exp(lp as f32);
             assert!(
                 p.is_nan() && want.is_nan() || p == f64::from(want),
                 "{}[{i}]: {p} vs exp({lp}) = {want}",
@@ -77,6 +79,46 @@ fn fused_softmax_entropy_matches_the_generic_path_and_the_reference() {
             );
         }
     }
+}
+
+/// `rows::exp` against f64 `exp` rounded to f32: within one unit in the last place wherever the
+/// result is at least `e^−87`, over every 61st f32 bit pattern from −87 to 89 (35 M arguments,
+/// both signs, every binade); 0 below −87, +∞ above `ln f32::MAX`, NaN for NaN.
+#[test]
+fn exp_is_within_one_ulp() {
+    let ulps = |x: f32| {
+        let (got, want) = (rows::exp(x), f64::from(x).exp());
+        let nearest = want as f32;
+        if got == nearest {
+            return 0.0;
+        }
+        let ulp = f64::from(f32::from_bits(nearest.to_bits() + 1)) - f64::from(nearest);
+        (f64::from(got) - want).abs() / ulp
+    };
+    let mut worst = (0.0f64, 0.0f32);
+    let mut check = |x: f32| {
+        let e = ulps(x);
+        if e > worst.0 {
+            worst = (e, x);
+        }
+    };
+    // Non-negative arguments up to 89 (bit patterns 0 ..), then negative ones down to −87.
+    for bits in (0..=89f32.to_bits()).step_by(61) {
+        check(f32::from_bits(bits));
+    }
+    for bits in ((-0f32).to_bits()..=(-87f32).to_bits()).step_by(61) {
+        check(f32::from_bits(bits));
+    }
+    assert!(worst.0 <= 1.0, "{} ulp at x = {:e}", worst.0, worst.1);
+    let at = |x: f32| rows::exp(x);
+    assert_eq!(at(0.0), 1.0);
+    assert!(at(88.72).is_finite() && at(88.72) > 3.3e38);
+    assert_eq!(at(88.73), f32::INFINITY);
+    assert_eq!(at(f32::INFINITY), f32::INFINITY);
+    assert_eq!(at(-87.01), 0.0);
+    assert_eq!(at(f32::MIN), 0.0);
+    assert_eq!(at(f32::NEG_INFINITY), 0.0);
+    assert!(at(f32::NAN).is_nan());
 }
 
 #[test]
