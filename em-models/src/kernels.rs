@@ -441,8 +441,11 @@ fn columns<E: Elem>(
     match layout {
         Layout::KN => {
             // Column tiles whose accumulators (rows × tile f32) stay in L1 while the k rows of
-            // the tile stream past.
-            let tile = (8192 / rows).next_multiple_of(16);
+            // the tile stream past. One SIMD tile less than a power of two, so that the rows of
+            // `acc` are not a multiple of 4 KiB apart: the kernel stores to one row and then
+            // loads from the next at the same column, and with equal low 12 address bits the
+            // load waits for the store (4K aliasing).
+            let tile = (8192 / rows).next_multiple_of(16).max(32) - 16;
             let mut acc = vec![0.0f32; rows * tile];
             let mut start = cols.start;
             while start < cols.end {
