@@ -598,8 +598,21 @@ fn top_k_candidates(
         .slice([0..batch, 0..k])
         .reshape([batch, k, 1])
         .expand([batch, k, block]);
-    let pick = |grid: Tensor<3>| grid.gather(1, chosen.clone()).reshape([batch, k * block]);
-    Some((pick(grid), pick(in_blocks(probs.clone(), 0.0))))
+    let candidates = grid.gather(1, chosen.clone()).reshape([batch, k * block]);
+    // The same entries of `probs`, gathered from the row itself (a padded copy of the whole
+    // row cost 15-20% of a top-k + top-p draw at batch 8): entry `b·block + j` of chosen block
+    // `b`, weight 0 where that is past the row's end (padding).
+    let vocab = log_p.dims()[1];
+    let offsets = Tensor::<1, Int>::arange(0..block as i64, &log_p.device())
+        .reshape([1, 1, block])
+        .expand([batch, k, block]);
+    let entries = (chosen * block as i64 + offsets).reshape([batch, k * block]);
+    let padding = entries.clone().greater_equal_elem(vocab as i64);
+    let weights = probs
+        .clone()
+        .gather(1, entries.clamp_max(vocab as i64 - 1))
+        .mask_fill(padding, 0.0);
+    Some((candidates, weights))
 }
 
 /// The top-k step's result, for a top-p search after it over the candidates only.
