@@ -31,9 +31,21 @@ fn root() -> Option<PathBuf> {
     }
 }
 
+/// A reference file's bytes, or a panic that says how to build the reference: a checkpoint
+/// built with `MODEL_ONLY=1` has the model directories but no `reference/`.
+fn read_reference(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the numpy reference logits are built by `bash scripts/qwen/reproduce.sh` \
+             without MODEL_ONLY=1)",
+            path.display()
+        )
+    })
+}
+
 /// Reads a little-endian f32 `.npy` vector.
 fn read_npy_f32(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
+    let bytes = read_reference(path);
     assert_eq!(&bytes[..6], b"\x93NUMPY", "{}", path.display());
     let (header_len, start) = if bytes[6] == 1 {
         (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
@@ -89,7 +101,7 @@ fn check_directory(model_dir: &str, tag: &str, dtype: burn::tensor::DType) {
             .join("reference")
             .join(format!("logits_{tag}_{prompt}.json"));
         let reference: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&reference_path).unwrap()).unwrap();
+            serde_json::from_slice(&read_reference(&reference_path)).unwrap();
         let text = reference["prompt_text"].as_str().unwrap();
         let expected_ids: Vec<u32> = reference["prompt_ids"]
             .as_array()
