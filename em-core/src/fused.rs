@@ -302,15 +302,13 @@ pub struct HostRows {
     tensor: burn_flex::FlexTensor,
     #[cfg(not(feature = "flex"))]
     never: std::convert::Infallible,
-    rows: usize,
-    width: usize,
 }
 
 impl std::fmt::Debug for HostRows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostRows")
-            .field("rows", &self.rows)
-            .field("width", &self.width)
+            .field("rows", &self.rows())
+            .field("width", &self.width())
             .finish()
     }
 }
@@ -333,12 +331,21 @@ impl HostRows {
 
     /// The number of rows (the tensor's first dimension).
     pub fn rows(&self) -> usize {
-        self.rows
+        self.dims()[0]
     }
 
     /// The length of a row (the tensor's last dimension).
     pub fn width(&self) -> usize {
-        self.width
+        self.dims()[1]
+    }
+
+    fn dims(&self) -> [usize; 2] {
+        #[cfg(feature = "flex")]
+        {
+            self.tensor.layout().shape().dims::<2>()
+        }
+        #[cfg(not(feature = "flex"))]
+        match self.never {}
     }
 }
 
@@ -355,12 +362,7 @@ pub fn host_rows(t: &Tensor<2>) -> Option<HostRows> {
         }
         let tensor = t.clone().try_into_primitive::<burn_flex::Flex>().ok()?;
         tensor.layout().contiguous_offsets()?;
-        let [rows, width] = t.dims();
-        Some(HostRows {
-            tensor,
-            rows,
-            width,
-        })
+        Some(HostRows { tensor })
     }
     #[cfg(not(feature = "flex"))]
     {

@@ -14,8 +14,9 @@
 //! rows on rayon's threads, four fused passes over a row per step (the softmax's three and one
 //! for the gradient and the Adam update together) where the burn-op loop makes about twenty,
 //! each allocating its output. The arithmetic is the same f32 arithmetic in the
-//! same order; only the softmax's sums are f64 there (see [`em_core::fused`]). Tests compare
-//! both paths with each other and with the f64 reference.
+//! same order; only the softmax's sums (f64 there) and its `exp` (em-core's vectorized one, at
+//! most an ulp from libm's) differ (see [`em_core::fused`]). Tests compare both paths with
+//! each other and with the f64 reference.
 
 use burn::tensor::{Device, Tensor};
 use em_core::fused::{HostRows, host_rows, rows, rows::CHUNK, tensor_from_rows};
@@ -227,8 +228,16 @@ struct RowRun {
 /// The Adam steps of one row `z` (updated in place) from its initial softmax (`log p0`, `p0`,
 /// `H0`, finite): the burn-op loop of [`em_inf`] for that row, in the same f32 operations.
 fn em_inf_row(z: &mut [f32], log_p0: &[f32], p0: &[f32], h0: f32, config: &EmInfConfig) -> RowRun {
+    if config.n_grad_steps == 0 || f64::from(h0) < config.threshold {
+        // No step: nothing to allocate.
+        return RowRun {
+            steps: 0,
+            non_finite_after: None,
+        };
+    }
     let n = z.len();
-    let (mut log_p, mut p) = (log_p0.to_vec(), p0.to_vec());
+    // The softmax of the current logits: the initial one (borrowed) until the first update.
+    let (mut log_p, mut p) = (vec![0f32; n], vec![0f32; n]);
     let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
     // The scalars as burn's f32 ops see them (a scalar operand is cast to the tensor's dtype).
     let (beta1, beta2) = (ADAM_BETA1 as f32, ADAM_BETA2 as f32);
@@ -245,9 +254,14 @@ fn em_inf_row(z: &mut [f32], log_p0: &[f32], p0: &[f32], h0: f32, config: &EmInf
         let v_correction = (1.0 - ADAM_BETA2.powi(t as i32)).sqrt() as f32;
         // In chunks on rayon's threads (elementwise: the result does not depend on the split).
         let state = m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK));
-        let softmax = p
+        let (p_now, log_p_now) = if t == 1 {
+            (p0, log_p0)
+        } else {
+            (&p[..], &log_p[..])
+        };
+        let softmax = p_now
             .par_chunks(CHUNK)
-            .zip(log_p.par_chunks(CHUNK))
+            .zip(log_p_now.par_chunks(CHUNK))
             .zip(p0.par_chunks(CHUNK));
         let chunks = z.par_chunks_mut(CHUNK).zip(state).zip(softmax);
         chunks.for_each(|((z, (m, v)), ((p, log_p), p0))| {

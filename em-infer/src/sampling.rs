@@ -586,8 +586,8 @@ fn top_k_candidates(
     probs: &Tensor<2>,
     k: usize,
 ) -> Option<(Tensor<2>, Tensor<2>)> {
-    let batch = log_p.dims()[0];
-    let (blocks, block) = square_blocks(log_p.dims()[1]);
+    let [batch, vocab] = log_p.dims();
+    let (blocks, block) = square_blocks(vocab);
     if 4 * k > blocks {
         return None;
     }
@@ -602,7 +602,6 @@ fn top_k_candidates(
     // The same entries of `probs`, gathered from the row itself (a padded copy of the whole
     // row cost 15-20% of a top-k + top-p draw at batch 8): entry `b·block + j` of chosen block
     // `b`, weight 0 where that is past the row's end (padding).
-    let vocab = log_p.dims()[1];
     let offsets = Tensor::<1, Int>::arange(0..block as i64, &log_p.device())
         .reshape([1, 1, block])
         .expand([batch, k, block]);
