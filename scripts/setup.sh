@@ -9,7 +9,12 @@
 set -euo pipefail
 
 have_lavapipe() {
-  ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
+  # Captured before grep: in `ldconfig -p | grep -q` under pipefail, grep exits at its match and
+  # ldconfig, still writing, dies of SIGPIPE, so the check failed now and then with the driver
+  # installed (4 times in 200 on the dev VM, 2026-12-02) and took CI down with it.
+  local libraries
+  libraries=$(ldconfig -p 2>/dev/null) || return 1
+  grep -q 'libvulkan\.so\.1' <<<"$libraries" &&
     ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1
 }
 
