@@ -80,35 +80,166 @@ pub mod rows {
     const BLOCK: usize = 256;
     /// f64 accumulators per sum.
     const LANES: usize = 8;
+    /// f32 lanes of [`max_of`]: one AVX-512 register.
+    const MAX_LANES: usize = 16;
+
+    /// Work on a chunk of a row, for [`vectorized`]: the loop goes in [`Kernel::run`], which
+    /// implementations mark `#[inline(always)]`, as everything it calls.
+    pub trait Kernel {
+        /// What the work returns.
+        type Output;
+        /// Does the work.
+        fn run(self) -> Self::Output;
+    }
+
+    /// Runs `kernel` compiled for the widest SIMD instruction set this CPU has: AVX-512 or
+    /// AVX2 on x86-64 (pulp's runtime dispatch to a `#[target_feature]` function), the
+    /// target's baseline elsewhere and without the `flex` feature.
+    ///
+    /// Only code inlined into pulp's entry point is compiled for its instruction set, hence a
+    /// trait with an `#[inline(always)]` method rather than a closure or a function: a
+    /// closure's body, or the `FnOnce` shim of a function item, is a function of its own
+    /// that LLVM left out of line, where it ran at baseline width (objdump of the first
+    /// versions: pulp's AVX-512 entry point jumping to `FnOnce::call_once`, no zmm register).
+    ///
+    /// Why: a build for baseline x86-64 vectorizes these loops 4 f32 wide (SSE2); the row
+    /// passes here and EM-INF's Adam pass (em-infer) run each chunk through this instead.
+    /// The results do not depend on the instruction set: every loop is elementwise or works in
+    /// fixed lanes, and Rust never fuses a multiplication and an addition into one FMA, so the
+    /// same f32 operations run in the same order whatever the vector width
+    /// (`tests/suite/fused.rs` compares against the same functions run one entry at a time).
+    #[inline(always)]
+    pub fn vectorized<K: Kernel>(kernel: K) -> K::Output {
+        #[cfg(feature = "flex")]
+        {
+            pulp::Arch::new().dispatch(Wide(kernel))
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            kernel.run()
+        }
+    }
+
+    /// [`vectorized`]'s kernel, as pulp runs it.
+    #[cfg(feature = "flex")]
+    struct Wide<K>(K);
+
+    #[cfg(feature = "flex")]
+    impl<K: Kernel> pulp::WithSimd for Wide<K> {
+        type Output = K::Output;
+
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> K::Output {
+            self.0.run()
+        }
+    }
+
+    /// The maximum of a slice ([`max_of`]) as a [`Kernel`].
+    struct MaxOf<'a>(&'a [f32]);
+
+    impl Kernel for MaxOf<'_> {
+        type Output = f32;
+
+        #[inline(always)]
+        fn run(self) -> f32 {
+            max_of(self.0)
+        }
+    }
+
+    /// [`exp_sums`] as a [`Kernel`].
+    struct ExpSums<'a>(&'a [f32], f32);
+
+    impl Kernel for ExpSums<'_> {
+        type Output = [f64; 2];
+
+        #[inline(always)]
+        fn run(self) -> [f64; 2] {
+            exp_sums(self.0, self.1)
+        }
+    }
+
+    /// [`outputs`] as a [`Kernel`].
+    struct Outputs<'a> {
+        z: &'a [f32],
+        max: f32,
+        ln_s: f32,
+        log_probs: &'a mut [f32],
+        probs: &'a mut [f32],
+    }
+
+    impl Kernel for Outputs<'_> {
+        type Output = f64;
+
+        #[inline(always)]
+        fn run(self) -> f64 {
+            outputs(self.z, self.max, self.ln_s, self.log_probs, self.probs)
+        }
+    }
+
+    /// `(Σ w, Σ w·log p)` of one chunk as a [`Kernel`].
+    struct KeptSums<'a>(&'a [f32], &'a [f32]);
+
+    impl Kernel for KeptSums<'_> {
+        type Output = [f64; 2];
+
+        #[inline(always)]
+        fn run(self) -> [f64; 2] {
+            let mut sums = [[0f64; LANES]; 2];
+            accumulate(self.0, self.1, &mut sums);
+            lane_totals(sums)
+        }
+    }
 
     /// The maximum of `z`, NaN if any entry is NaN (−∞ for an empty row).
     pub fn max(z: &[f32]) -> f32 {
         z.par_chunks(CHUNK)
-            .map(max_of)
+            .map(|chunk| vectorized(MaxOf(chunk)))
             .collect::<Vec<_>>()
             .into_iter()
-            .fold(f32::NEG_INFINITY, |a, b| {
-                if a.is_nan() || b.is_nan() {
-                    f32::NAN
-                } else {
-                    a.max(b)
-                }
-            })
+            .fold(f32::NEG_INFINITY, nan_max)
     }
 
-    fn max_of(z: &[f32]) -> f32 {
-        let mut max = f32::NEG_INFINITY;
-        let mut nan = false;
-        for &x in z {
-            nan |= x.is_nan();
-            max = if x > max { x } else { max };
+    /// The larger of two maxima, NaN if either is NaN: how chunks' maxima combine (in chunk
+    /// order) into [`max`].
+    pub fn nan_max(a: f32, b: f32) -> f32 {
+        if a.is_nan() || b.is_nan() {
+            f32::NAN
+        } else {
+            a.max(b)
         }
-        if nan { f32::NAN } else { max }
+    }
+
+    /// The maximum of `z`, NaN if any entry is NaN (−∞ for an empty slice), in
+    /// [`MAX_LANES`] lanes so that it vectorizes (a running maximum is one long dependency
+    /// chain that LLVM keeps scalar). The same value as a running maximum but for the sign of
+    /// a zero maximum, which no softmax output depends on (`exp(±0) = 1`).
+    #[inline(always)]
+    pub fn max_of(z: &[f32]) -> f32 {
+        let mut max = [f32::NEG_INFINITY; MAX_LANES];
+        let mut nan = [false; MAX_LANES];
+        let blocks = z.chunks_exact(MAX_LANES);
+        let rest = blocks.remainder();
+        for block in blocks {
+            for ((m, n), &x) in max.iter_mut().zip(&mut nan).zip(block) {
+                *n |= x.is_nan();
+                *m = if x > *m { x } else { *m };
+            }
+        }
+        for &x in rest {
+            nan[0] |= x.is_nan();
+            max[0] = if x > max[0] { x } else { max[0] };
+        }
+        if nan.contains(&true) {
+            f32::NAN
+        } else {
+            max.into_iter()
+                .fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a })
+        }
     }
 
     /// `z − max`, with −∞ clamped to `f32::MIN` (the generic path's `shifted`).
-    #[inline]
-    fn shift(x: f32, max: f32) -> f32 {
+    #[inline(always)]
+    pub fn shift(x: f32, max: f32) -> f32 {
         let s = x - max;
         if s > f32::MIN { s } else { f32::MIN }
     }
@@ -131,7 +262,7 @@ pub mod rows {
     /// exact), `e^r` by the degree-7 polynomial of Cephes' `expf` (S. Moshier), and `2ⁿ` as two
     /// factors `2^(n−⌊n/2⌋)·2^⌊n/2⌋` built from their exponent bits, so that `n` up to 128 stays
     /// finite until the last product.
-    #[inline]
+    #[inline(always)]
     pub fn exp(x: f32) -> f32 {
         // 1.5·2²³: adding it rounds `x·log₂e` to an integer held in the low mantissa bits.
         const ROUND: f32 = 12_582_912.0;
@@ -155,7 +286,7 @@ pub mod rows {
     }
 
     /// `(Σ a, Σ a·b)` over 8 lanes, added into `sums`.
-    #[inline]
+    #[inline(always)]
     fn accumulate(a: &[f32], b: &[f32], sums: &mut [[f64; LANES]; 2]) {
         let (a_lanes, b_lanes) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         let rest = a_lanes.remainder().iter().zip(b_lanes.remainder());
@@ -173,6 +304,7 @@ pub mod rows {
     }
 
     /// `(Σ e, Σ e·z')` of one chunk, `z' = shift(z, max)`, `e = exp(z')`.
+    #[inline(always)]
     fn exp_sums(z: &[f32], max: f32) -> [f64; 2] {
         let mut sums = [[0f64; LANES]; 2];
         let (mut shifted, mut exps) = ([0f32; BLOCK], [0f32; BLOCK]);
@@ -188,6 +320,7 @@ pub mod rows {
     }
 
     /// The two sums' lanes added up.
+    #[inline(always)]
     fn lane_totals(sums: [[f64; LANES]; 2]) -> [f64; 2] {
         sums.map(|lanes| lanes.iter().sum())
     }
@@ -201,6 +334,7 @@ pub mod rows {
     }
 
     /// Fills one chunk's `log p = z' − ln s` and `p = exp(log p)`; returns its `Σ p·z'`.
+    #[inline(always)]
     fn outputs(z: &[f32], max: f32, ln_s: f32, log_probs: &mut [f32], probs: &mut [f32]) -> f64 {
         let mut sums = [[0f64; LANES]; 2];
         let mut shifted = [0f32; BLOCK];
@@ -216,24 +350,66 @@ pub mod rows {
         sums[1].iter().sum()
     }
 
-    /// `(max, ln Σ exp(z − max), Σ exp(z − max)·(z − max) / Σ exp(z − max))` of a row with a
-    /// finite maximum; `None` otherwise (the row is NaN throughout).
-    fn moments(z: &[f32]) -> Option<(f32, f64, f64)> {
-        let max = max(z);
+    /// A row's softmax in three numbers, from which each entry follows on its own:
+    /// `log p = shift(z, max) − (log_sum as f32)` and `p = exp(log p)`, the values
+    /// [`softmax_entropy`] writes.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Moments {
+        /// The row's maximum (finite).
+        pub max: f32,
+        /// `ln s`, `s = Σ exp(z − max)`.
+        pub log_sum: f64,
+        /// The entropy `ln s − Σ exp(z − max)·(z − max) / s`, in nats.
+        pub entropy: f64,
+        /// `Σ exp(z − max)·(z − max) / s`.
+        pub mean_shifted: f64,
+    }
+
+    impl Moments {
+        /// The entropy `(ln s)₃₂ − Σ p·z'` of the probabilities [`softmax_entropy`] writes,
+        /// `p = exp(z' − (ln s)₃₂)` with `ln s` rounded to f32 (as the burn-op path's f32
+        /// softmax), from the sums alone: `Σ p·z' = e^(ln s − (ln s)₃₂)·Σ e·z'/s`. Equal to
+        /// what [`softmax_entropy`] returns up to the rounding of each `p`.
+        ///
+        /// Why not [`Moments::entropy`]: those `p` sum to `e^(ln s − (ln s)₃₂)`, not 1, and
+        /// the entropy gradient `−p ⊙ (log p + H)` cancels `log p` against `H` (both about
+        /// `ln V` for a flat row): it needs the `H` of the same `p` to the last bits.
+        pub fn written_entropy(&self) -> f32 {
+            let ln_s = f64::from(self.log_sum as f32);
+            (ln_s - self.mean_shifted * (self.log_sum - ln_s).exp()) as f32
+        }
+    }
+
+    /// The [`Moments`] of a row with a finite maximum (two passes: the maximum, then the
+    /// sums); `None` otherwise (the row's softmax is NaN throughout).
+    pub fn moments(z: &[f32]) -> Option<Moments> {
+        moments_from_max(z, max(z))
+    }
+
+    /// [`moments`] from the row's maximum, which the caller has already (from a pass of its
+    /// own that wrote `z`): one pass. `max` must be [`max`]`(z)`; `None` if it is not finite.
+    pub fn moments_from_max(z: &[f32], max: f32) -> Option<Moments> {
         if !max.is_finite() {
             return None;
         }
-        let [sum, weighted] = add_in_order(z.par_chunks(CHUNK).map(|c| exp_sums(c, max)).collect());
-        Some((max, sum.ln(), weighted / sum))
+        let [sum, weighted] = add_in_order(
+            z.par_chunks(CHUNK)
+                .map(|c| vectorized(ExpSums(c, max)))
+                .collect(),
+        );
+        let (log_sum, mean_shifted) = (sum.ln(), weighted / sum);
+        Some(Moments {
+            max,
+            log_sum,
+            entropy: log_sum - mean_shifted,
+            mean_shifted,
+        })
     }
 
     /// The entropy of `softmax(z)`: `ln s − Σ e·z' / s` (NaN for a row without a finite
     /// maximum).
     pub fn entropy(z: &[f32]) -> f32 {
-        match moments(z) {
-            Some((_, log_sum, mean)) => (log_sum - mean) as f32,
-            None => f32::NAN,
-        }
+        moments(z).map_or(f32::NAN, |m| m.entropy as f32)
     }
 
     /// Fills `log_probs` with `z' − ln s` and `probs` with `exp` of it; returns the entropy
@@ -249,7 +425,7 @@ pub mod rows {
             log_probs.len(),
             probs.len()
         );
-        let Some((max, log_sum, _)) = moments(z) else {
+        let Some(Moments { max, log_sum, .. }) = moments(z) else {
             log_probs.fill(f32::NAN);
             probs.fill(f32::NAN);
             return f32::NAN;
@@ -259,7 +435,15 @@ pub mod rows {
             .par_chunks(CHUNK)
             .zip(log_probs.par_chunks_mut(CHUNK))
             .zip(probs.par_chunks_mut(CHUNK))
-            .map(|((z, lp), p)| outputs(z, max, ln_s, lp, p))
+            .map(|((z, log_probs), probs)| {
+                vectorized(Outputs {
+                    z,
+                    max,
+                    ln_s,
+                    log_probs,
+                    probs,
+                })
+            })
             .collect::<Vec<_>>()
             .into_iter()
             .sum();
@@ -279,11 +463,7 @@ pub mod rows {
         let [total, weighted] = add_in_order(
             w.par_chunks(CHUNK)
                 .zip(log_probs.par_chunks(CHUNK))
-                .map(|(w, lp)| {
-                    let mut sums = [[0f64; LANES]; 2];
-                    accumulate(w, lp, &mut sums);
-                    lane_totals(sums)
-                })
+                .map(|(w, lp)| vectorized(KeptSums(w, lp)))
                 .collect(),
         );
         let log_total = total.ln();

@@ -121,6 +121,48 @@ fn exp_is_within_one_ulp() {
     assert!(at(f32::NAN).is_nan());
 }
 
+/// `rows::exp` inside `rows::vectorized` (AVX-512 or AVX2 where this CPU has them) against the
+/// same function run one argument at a time, never vectorized (`black_box`): bit for bit, over
+/// every 97th f32 bit pattern from −100 to 100 and the edge values.
+#[test]
+fn exp_is_the_same_at_every_vector_width() {
+    use std::hint::black_box;
+    let mut xs: Vec<f32> = (0..=100f32.to_bits())
+        .step_by(97)
+        .map(f32::from_bits)
+        .collect();
+    xs.extend(
+        ((-0f32).to_bits()..=(-100f32).to_bits())
+            .step_by(97)
+            .map(f32::from_bits),
+    );
+    xs.extend([
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN,
+        f32::MAX,
+        -87.0,
+        89.0,
+    ]);
+    struct ExpAll<'a>(&'a [f32]);
+    impl rows::Kernel for ExpAll<'_> {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn run(self) -> Vec<f32> {
+            self.0.iter().map(|&x| rows::exp(x)).collect()
+        }
+    }
+    let wide = rows::vectorized(ExpAll(&xs));
+    for (&x, &got) in xs.iter().zip(&wide) {
+        let want = black_box(rows::exp(black_box(x)));
+        assert!(
+            got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan(),
+            "exp({x:e}): {got:e} vectorized vs {want:e}"
+        );
+    }
+}
+
 #[test]
 fn fused_entropy_matches_the_generic_path() {
     for vocab in [1, 3, 1000, QWEN_VOCAB] {
@@ -190,5 +232,41 @@ fn fused_kept_entropy_matches_the_generic_path_and_the_reference() {
             (h - want).abs() <= 1e-5 * (1.0 + want),
             "row {row}: {h} vs {want}"
         );
+    }
+}
+
+/// `Moments` against the row passes that write the softmax: `written_entropy` is what
+/// `rows::softmax_entropy` returns (it adds the written `p·z'` one by one; the moments have
+/// only the sums) to within a few f32 ulps of `H`, and `entropy` is `rows::entropy` and the
+/// f64 reference's.
+#[test]
+fn moments_give_the_written_softmax_entropy() {
+    for vocab in [1, 7, 1000, QWEN_VOCAB] {
+        for (i, row) in rows(vocab).iter().enumerate() {
+            let (mut log_p, mut p) = (vec![0f32; vocab], vec![0f32; vocab]);
+            let written = rows::softmax_entropy(row, &mut log_p, &mut p);
+            let Some(m) = rows::moments(row) else {
+                assert!(
+                    written.is_nan() && rows::entropy(row).is_nan(),
+                    "V={vocab} row {i}"
+                );
+                continue;
+            };
+            let h = m.written_entropy();
+            let ulps = (h - written).abs() / (f32::EPSILON * (1.0 + written.abs()));
+            assert!(
+                ulps <= 4.0,
+                "V={vocab} row {i}: {h} vs {written} ({ulps} ulps)"
+            );
+            assert_eq!(m.entropy as f32, rows::entropy(row), "V={vocab} row {i}");
+            let want = reference::entropy(&widen(row));
+            if want.is_finite() {
+                assert!(
+                    (m.entropy - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "V={vocab} row {i}: {} vs the reference {want}",
+                    m.entropy
+                );
+            }
+        }
     }
 }
