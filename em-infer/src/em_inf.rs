@@ -11,14 +11,21 @@
 //! All rows are updated together on the device; only the `[batch]` entropies come back to the
 //! host each step (to apply the threshold, count steps and stop early when every row is done).
 //! On flex, plain f32 logits take a host path instead ([`em_core::fused`]): rows and chunks of
-//! rows on rayon's threads, four fused passes over a row per step (the softmax's three and one
-//! for the gradient and the Adam update together) where the burn-op loop makes about twenty,
-//! each allocating its output. The arithmetic is the same f32 arithmetic in the
-//! same order; only the softmax's sums (f64 there) and its `exp` (em-core's vectorized one, at
-//! most an ulp from libm's) differ (see [`em_core::fused`]). Tests compare both paths with
-//! each other and with the f64 reference.
+//! rows on rayon's threads, two passes over a row per step where the burn-op loop makes about
+//! twenty, each allocating its output. One pass computes `log p`, `p` and `p0` entry by entry
+//! from the logits and the softmax's [`Moments`](em_core::fused::rows::Moments) (never
+//! stored), the gradient, the Adam update and the updated row's maximum; the other the next
+//! softmax's sums. Both run at the CPU's widest SIMD width
+//! ([`em_core::fused::rows::vectorized`]), and Adam's moments live in buffers reused across
+//! calls. The arithmetic is the same f32 arithmetic in the same order; only the softmax's sums
+//! (f64 there; the entropy follows from them, [`Moments::written_entropy`]) and its `exp`
+//! (em-core's vectorized one, at most an ulp from libm's) differ (see [`em_core::fused`]).
+//!
+//! [`Moments::written_entropy`]: em_core::fused::rows::Moments::written_entropy
+//!
+//! Tests compare both paths with each other and with the f64 reference.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use em_core::fused::{HostRows, host_rows, rows, rows::CHUNK, tensor_from_rows};
 use rayon::prelude::*;
 
@@ -110,6 +117,9 @@ pub struct EmInfOutput {
 pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<EmInfOutput> {
     config.validate()?;
     let z0 = compute_rows(logits)?;
+    if let Some(rows) = host_rows(&z0) {
+        return em_inf_host(&z0, &rows, config, step);
+    }
     let batch = z0.dims()[0];
     // One softmax per step (log p, p and the [batch, 1] entropy column) serves the threshold
     // check, the gradient and, after the update, the next step; only the entropies come back.
@@ -124,15 +134,6 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
         });
     }
     let device = z0.device();
-    let host = (
-        host_rows(&z0),
-        host_rows(&parts.log_probs),
-        host_rows(&parts.probs),
-    );
-    if let (Some(z0), Some(log_p0), Some(p0)) = host {
-        let initial = [z0, log_p0, p0];
-        return em_inf_host(&initial, initial_entropy, config, step, &device);
-    }
     let p0 = parts.probs.clone();
     let mut z = z0;
     let mut m = z.zeros_like();
@@ -179,26 +180,41 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
     })
 }
 
-/// [`em_inf`] on the host rows of plain f32 flex logits (see the module docs), from the initial
-/// softmax (`[z0, log p0, p0]`) and its entropies, which the caller checked; every row runs on
-/// its own. The `(1 − β)` factors, ε, λ and the step size are rounded to f32 as burn's scalar
-/// operands are.
+/// [`em_inf`] on the host rows of plain f32 flex logits `z0` (see the module docs); every row
+/// runs on its own. The `(1 − β)` factors, ε, λ and the step size are rounded to f32 as burn's
+/// scalar operands are.
 fn em_inf_host(
-    [z0, log_p0, p0]: &[HostRows; 3],
-    initial_entropy: Vec<f64>,
+    tensor: &Tensor<2>,
+    z0: &HostRows,
     config: &EmInfConfig,
     step: usize,
-    device: &Device,
 ) -> Result<EmInfOutput> {
     let (batch, width) = (z0.rows(), z0.width());
+    let initial: Vec<Option<rows::Moments>> =
+        z0.values().par_chunks(width).map(rows::moments).collect();
+    // Read as the burn-op loop reads its f32 entropy column.
+    let initial_entropy: Vec<f64> = initial
+        .iter()
+        .map(|m| m.map_or(f64::NAN, |m| f64::from(m.written_entropy())))
+        .collect();
+    if let Some(row) = initial_entropy.iter().position(|h| !h.is_finite()) {
+        return Err(InferError::NonFiniteLogits { step, row });
+    }
+    if config.n_grad_steps == 0 {
+        return Ok(EmInfOutput {
+            logits: tensor.clone(),
+            steps: vec![0; batch],
+            initial_entropy,
+        });
+    }
+    // Every row has its moments (a row without them has a NaN entropy, rejected above).
+    let initial: Vec<rows::Moments> = initial.into_iter().flatten().collect();
     let mut z = z0.values().to_vec();
     let runs: Vec<RowRun> = z
         .par_chunks_mut(width)
-        .zip(log_p0.values().par_chunks(width))
-        .zip(p0.values().par_chunks(width))
-        .zip(initial_entropy.par_iter())
-        // Exact: the entropies were read back from f32.
-        .map(|(((z, log_p0), p0), &h0)| em_inf_row(z, log_p0, p0, h0 as f32, config))
+        .zip(z0.values().par_chunks(width))
+        .zip(initial.par_iter())
+        .map(|((z, z0), &initial)| em_inf_row(z, z0, initial, config))
         .collect();
     // The earliest step at which a row turned non-finite, the first such row: the error the
     // burn-op loop reports (it checks every row after every step).
@@ -211,7 +227,7 @@ fn em_inf_host(
         return Err(InferError::NonFiniteLogits { step, row });
     }
     Ok(EmInfOutput {
-        logits: tensor_from_rows(z, [batch, width], device),
+        logits: tensor_from_rows(z, [batch, width], &tensor.device()),
         steps: runs.iter().map(|run| run.steps).collect(),
         initial_entropy,
     })
@@ -225,69 +241,208 @@ struct RowRun {
     non_finite_after: Option<usize>,
 }
 
-/// The Adam steps of one row `z` (updated in place) from its initial softmax (`log p0`, `p0`,
-/// `H0`, finite): the burn-op loop of [`em_inf`] for that row, in the same f32 operations.
-fn em_inf_row(z: &mut [f32], log_p0: &[f32], p0: &[f32], h0: f32, config: &EmInfConfig) -> RowRun {
-    if config.n_grad_steps == 0 || f64::from(h0) < config.threshold {
+/// The Adam steps of one row `z` (a copy of `z0`, updated in place) from the initial softmax's
+/// [`rows::Moments`]: the burn-op loop of [`em_inf`] for that row, in the same f32 operations.
+///
+/// Two passes per step: one computes `log p`, `p` and `p0` entry by entry from the logits and
+/// the moments (the values [`rows::softmax_entropy`] would store), the gradient, Adam's update
+/// and the updated row's maximum; the other the next moments from that maximum.
+fn em_inf_row(z: &mut [f32], z0: &[f32], initial: rows::Moments, config: &EmInfConfig) -> RowRun {
+    let mut run = RowRun {
+        steps: 0,
+        non_finite_after: None,
+    };
+    if f64::from(initial.written_entropy()) < config.threshold {
         // No step: nothing to allocate.
-        return RowRun {
-            steps: 0,
-            non_finite_after: None,
-        };
+        return run;
     }
-    let n = z.len();
-    // The softmax of the current logits: the initial one (borrowed) until the first update.
-    let (mut log_p, mut p) = (vec![0f32; n], vec![0f32; n]);
-    let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+    // Adam's moments, written before they are read.
+    let [mut m, mut v] = [(); 2].map(|()| Scratch::take(z.len()));
     // The scalars as burn's f32 ops see them (a scalar operand is cast to the tensor's dtype).
-    let (beta1, beta2) = (ADAM_BETA1 as f32, ADAM_BETA2 as f32);
-    let (keep1, keep2) = ((1.0 - ADAM_BETA1) as f32, (1.0 - ADAM_BETA2) as f32);
-    let (kl_weight, eps) = (config.kl_weight as f32, ADAM_EPS as f32);
-    let mut h = h0;
-    let mut steps = 0;
+    let mut adam = AdamStep {
+        softmax0: Softmax::of(&initial),
+        softmax: Softmax::of(&initial),
+        kl_weight: config.kl_weight as f32,
+        beta1: ADAM_BETA1 as f32,
+        beta2: ADAM_BETA2 as f32,
+        keep1: (1.0 - ADAM_BETA1) as f32,
+        keep2: (1.0 - ADAM_BETA2) as f32,
+        eps: ADAM_EPS as f32,
+        step_size: 0.0,
+        v_correction: 0.0,
+    };
     for t in 1..=config.n_grad_steps {
-        if f64::from(h) < config.threshold {
+        if f64::from(adam.softmax.h) < config.threshold {
             break;
         }
-        steps += 1;
-        let step_size = (config.learning_rate / (1.0 - ADAM_BETA1.powi(t as i32))) as f32;
-        let v_correction = (1.0 - ADAM_BETA2.powi(t as i32)).sqrt() as f32;
-        // In chunks on rayon's threads (elementwise: the result does not depend on the split).
+        run.steps += 1;
+        adam.step_size = (config.learning_rate / (1.0 - ADAM_BETA1.powi(t as i32))) as f32;
+        adam.v_correction = (1.0 - ADAM_BETA2.powi(t as i32)).sqrt() as f32;
+        // In chunks on rayon's threads (elementwise: the result does not depend on the split;
+        // the chunks' maxima are combined in chunk order).
         let state = m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK));
-        let (p_now, log_p_now) = if t == 1 {
-            (p0, log_p0)
-        } else {
-            (&p[..], &log_p[..])
-        };
-        let softmax = p_now
-            .par_chunks(CHUNK)
-            .zip(log_p_now.par_chunks(CHUNK))
-            .zip(p0.par_chunks(CHUNK));
-        let chunks = z.par_chunks_mut(CHUNK).zip(state).zip(softmax);
-        chunks.for_each(|((z, (m, v)), ((p, log_p), p0))| {
-            let state = m.iter_mut().zip(v.iter_mut());
-            let softmax = p.iter().zip(log_p).zip(p0);
-            for ((z, (m, v)), ((&p, &log_p), &p0)) in z.iter_mut().zip(state).zip(softmax) {
-                let grad = -(p * (log_p + h)) + (p - p0) * kl_weight;
-                *m = *m * beta1 + grad * keep1;
-                *v = *v * beta2 + grad * grad * keep2;
-                *z -= *m / (v.sqrt() / v_correction + eps) * step_size;
-            }
-        });
+        let chunks = z.par_chunks_mut(CHUNK).zip(z0.par_chunks(CHUNK)).zip(state);
+        let max = chunks
+            .map(|((z, z0), (m, v))| {
+                if t == 1 {
+                    rows::vectorized(AdamChunk::<true>(&adam, z, z0, m, v))
+                } else {
+                    rows::vectorized(AdamChunk::<false>(&adam, z, z0, m, v))
+                }
+            })
+            .collect::<Vec<f32>>()
+            .into_iter()
+            .fold(f32::NEG_INFINITY, rows::nan_max);
         if t == config.n_grad_steps {
             break;
         }
-        h = rows::softmax_entropy(z, &mut log_p, &mut p);
-        if !h.is_finite() {
-            return RowRun {
-                steps,
-                non_finite_after: Some(t),
-            };
+        match rows::moments_from_max(z, max) {
+            Some(moments) if moments.entropy.is_finite() => {
+                adam.softmax = Softmax::of(&moments);
+            }
+            _ => {
+                run.non_finite_after = Some(t);
+                break;
+            }
         }
     }
-    RowRun {
-        steps,
-        non_finite_after: None,
+    run
+}
+
+/// What a pass needs of a row's softmax: `log p = shift(z, max) − ln s` entry by entry (in
+/// f32, as [`rows::softmax_entropy`] computes it) and the entropy.
+#[derive(Clone, Copy)]
+struct Softmax {
+    max: f32,
+    ln_s: f32,
+    h: f32,
+}
+
+impl Softmax {
+    fn of(m: &rows::Moments) -> Self {
+        Self {
+            max: m.max,
+            ln_s: m.log_sum as f32,
+            h: m.written_entropy(),
+        }
+    }
+
+    /// `(log p, p)` of logit `x`.
+    #[inline(always)]
+    fn at(&self, x: f32) -> (f32, f32) {
+        let log_p = rows::shift(x, self.max) - self.ln_s;
+        (log_p, rows::exp(log_p))
+    }
+}
+
+/// One Adam step's scalars, in f32 as burn's ops see them, with the initial softmax and the
+/// current one.
+#[derive(Clone, Copy)]
+struct AdamStep {
+    softmax0: Softmax,
+    softmax: Softmax,
+    kl_weight: f32,
+    beta1: f32,
+    beta2: f32,
+    keep1: f32,
+    keep2: f32,
+    eps: f32,
+    step_size: f32,
+    v_correction: f32,
+}
+
+/// One chunk of an Adam step ([`AdamStep::update`]) and the updated chunk's maximum (NaN if
+/// it holds a NaN), as [`rows::vectorized`] runs it: `(step, z, z0, m, v)`.
+struct AdamChunk<'a, const FIRST: bool>(
+    &'a AdamStep,
+    &'a mut [f32],
+    &'a [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+);
+
+impl<const FIRST: bool> rows::Kernel for AdamChunk<'_, FIRST> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn run(self) -> f32 {
+        let Self(adam, z, z0, m, v) = self;
+        adam.update::<FIRST>(z, z0, m, v);
+        rows::max_of(z)
+    }
+}
+
+impl AdamStep {
+    /// The gradient `−p ⊙ (log p + H) + λ·(p − p0)` and Adam's update of `z`, `m` and `v` over
+    /// one chunk. `FIRST`: the first step, where `z` still equals `z0` (so `p` is `p0`) and
+    /// the moments are Adam's initial zeros (burn's loop starts from zero tensors): `m`, `v`
+    /// are written without being read, `0·β + x` as there.
+    #[inline(always)]
+    fn update<const FIRST: bool>(&self, z: &mut [f32], z0: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let h = self.softmax.h;
+        let state = m.iter_mut().zip(v.iter_mut());
+        for ((z, &z0), (m, v)) in z.iter_mut().zip(z0).zip(state) {
+            let (log_p0, p0) = self.softmax0.at(z0);
+            let (log_p, p) = if FIRST {
+                (log_p0, p0)
+            } else {
+                self.softmax.at(*z)
+            };
+            let grad = -(p * (log_p + h)) + (p - p0) * self.kl_weight;
+            let (m_prev, v_prev) = if FIRST { (0.0, 0.0) } else { (*m, *v) };
+            *m = m_prev * self.beta1 + grad * self.keep1;
+            *v = v_prev * self.beta2 + grad * grad * self.keep2;
+            *z -= *m / (v.sqrt() / self.v_correction + self.eps) * self.step_size;
+        }
+    }
+}
+
+/// A row-long f32 buffer for [`em_inf_row`] (Adam's moments), taken from a small pool shared
+/// by all calls and given back when dropped, its contents unspecified.
+///
+/// Why: at Qwen2.5's vocabulary a row's two buffers are 1.2 MB, and a fresh allocation that
+/// large is a fresh mapping from the kernel whose every page faults on first write (with four
+/// such buffers, about a fifth of EM-INF's time at batch 8). The pool keeps at most
+/// [`Scratch::KEPT`] buffers (about 20 MB at that width).
+struct Scratch(Vec<f32>);
+
+static SCRATCH: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+impl Scratch {
+    /// Buffers the pool keeps: two per row of a batch of 16.
+    const KEPT: usize = 32;
+
+    fn take(n: usize) -> Self {
+        let pooled = SCRATCH.lock().ok().and_then(|mut pool| pool.pop());
+        let mut buffer = pooled.unwrap_or_default();
+        if buffer.len() != n {
+            buffer.clear();
+            buffer.resize(n, 0.0);
+        }
+        Self(buffer)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = SCRATCH.lock()
+            && pool.len() < Self::KEPT
+        {
+            pool.push(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
     }
 }
 
