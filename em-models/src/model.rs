@@ -186,10 +186,59 @@ impl Mlp {
     /// # Shapes
     /// `[batch, seq, hidden_size] → [batch, seq, hidden_size]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        project(
-            &self.down_proj,
-            silu(project(&self.gate_proj, x.clone())) * project(&self.up_proj, x),
-        )
+        let gate = project(&self.gate_proj, x.clone());
+        project(&self.down_proj, swiglu(gate, project(&self.up_proj, x)))
+    }
+}
+
+/// `silu(gate) · up`, SwiGLU's product. Plain f32 tensors on flex take a host-row pass
+/// ([`em_core::fused`]): one pass at the CPU's SIMD width on rayon's threads, with em-core's
+/// vectorized `exp`, where burn's ops make three single-threaded passes that call libm's
+/// `expf` (5% of a 16-bit prefill's samples, `perf record` on `--bench model`). The same
+/// operations as burn-flex's (`x · sigmoid(x)`, sigmoid in its stable two-branch form, then
+/// `· up`); only `exp` differs, by at most an ulp. Everything else (autodiff for training,
+/// other backends, f64) takes burn's ops.
+fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
+    use em_core::fused::{host_rows, rows, tensor_from_rows};
+    use rayon::prelude::*;
+    let [batch, seq, width] = gate.dims();
+    let flat = |t: &Tensor<3>| t.clone().reshape([batch * seq, width]);
+    let (g, u) = (flat(&gate), flat(&up));
+    if up.dims() == gate.dims()
+        && let (Some(g), Some(u)) = (host_rows(&g), host_rows(&u))
+    {
+        let mut out = vec![0f32; batch * seq * width];
+        out.par_chunks_mut(rows::CHUNK)
+            .zip(g.values().par_chunks(rows::CHUNK))
+            .zip(u.values().par_chunks(rows::CHUNK))
+            .for_each(|((out, g), u)| rows::vectorized(SwiGlu { out, g, u }));
+        return tensor_from_rows(out, [batch * seq, width], &gate.device())
+            .reshape([batch, seq, width]);
+    }
+    silu(gate) * up
+}
+
+/// One chunk of [`swiglu`]'s host pass.
+struct SwiGlu<'a> {
+    out: &'a mut [f32],
+    g: &'a [f32],
+    u: &'a [f32],
+}
+
+impl em_core::fused::rows::Kernel for SwiGlu<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for ((out, &g), &u) in self.out.iter_mut().zip(self.g).zip(self.u) {
+            let e = em_core::fused::rows::exp(-g.abs());
+            let sigmoid = if g >= 0.0 {
+                1.0 / (1.0 + e)
+            } else {
+                e / (1.0 + e)
+            };
+            *out = g * sigmoid * u;
+        }
     }
 }
 
@@ -393,4 +442,55 @@ fn span_mask(spans: &[Range<usize>], start: usize, seq: usize, device: &Device) 
 /// Checks the config's architecture-dependent flags (used by the loader).
 pub(crate) fn biases(config: &Qwen2Config, arch: Architecture) -> (bool, bool) {
     (config.qkv_bias(arch), config.o_bias(arch))
+}
+
+#[cfg(all(test, feature = "flex"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn host(t: Tensor<3>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// The host pass against burn's ops on autodiff-tracked copies (which decline it), its
+    /// slow twin: within 3 ulps (the products of two roundings and an `exp` an ulp apart;
+    /// plus 1e-35 where `exp(−|g|)` underflows, 0 in em-core's and subnormal in libm's),
+    /// over the range where `exp` matters, its ends, ±0, ±∞ and NaN, in a shape that spans
+    /// several chunks with a ragged end.
+    #[test]
+    fn swiglu_matches_burn_ops() {
+        let device = Device::flex();
+        let [batch, seq, width] = [2, 3, 4_865];
+        let n = batch * seq * width;
+        let mut g: Vec<f32> = (0..n).map(|i| (i as f32 / n as f32 - 0.5) * 60.0).collect();
+        g[..8].copy_from_slice(&[
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -100.0,
+            100.0,
+            -87.5,
+        ]);
+        let u: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        let t = |v: &[f32]| {
+            Tensor::<3>::from_data(TensorData::new(v.to_vec(), [batch, seq, width]), &device)
+        };
+        let (gate, up) = (t(&g), t(&u));
+        assert!(em_core::fused::host_rows(&gate.clone().reshape([n / width, width])).is_some());
+        let fused = host(swiglu(gate.clone(), up.clone()));
+        let slow = host(swiglu(gate.autodiff(), up.autodiff()));
+        for (i, (&a, &b)) in fused.iter().zip(&slow).enumerate() {
+            let ok = if b.is_nan() {
+                a.is_nan()
+            } else {
+                a == b || (a - b).abs() <= 3.0 * f32::EPSILON * b.abs() + 1e-35
+            };
+            assert!(ok, "entry {i}: silu({}) · {} = {a} vs {b}", g[i], u[i]);
+        }
+    }
 }
