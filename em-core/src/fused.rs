@@ -192,21 +192,23 @@ pub mod rows {
 
     /// The maximum of `z`, NaN if any entry is NaN (−∞ for an empty row).
     pub fn max(z: &[f32]) -> f32 {
-        z.par_chunks(CHUNK)
+        let maxima = z
+            .par_chunks(CHUNK)
             .map(|chunk| vectorized(MaxOf(chunk)))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .fold(f32::NEG_INFINITY, nan_max)
+            .collect::<Vec<_>>();
+        max_in_order(maxima)
     }
 
-    /// The larger of two maxima, NaN if either is NaN: how chunks' maxima combine (in chunk
-    /// order) into [`max`].
-    pub fn nan_max(a: f32, b: f32) -> f32 {
-        if a.is_nan() || b.is_nan() {
-            f32::NAN
-        } else {
-            a.max(b)
-        }
+    /// The chunks' maxima (collected in chunk order) combined into the row's: NaN if any is
+    /// NaN, −∞ for none. [`max`]'s last step, and EM-INF's after its Adam pass.
+    pub fn max_in_order(maxima: Vec<f32>) -> f32 {
+        maxima.into_iter().fold(f32::NEG_INFINITY, |a, b| {
+            if a.is_nan() || b.is_nan() {
+                f32::NAN
+            } else {
+                a.max(b)
+            }
+        })
     }
 
     /// The maximum of `z`, NaN if any entry is NaN (−∞ for an empty slice), in
@@ -359,13 +361,16 @@ pub mod rows {
         pub max: f32,
         /// `ln s`, `s = Σ exp(z − max)`.
         pub log_sum: f64,
-        /// The entropy `ln s − Σ exp(z − max)·(z − max) / s`, in nats.
-        pub entropy: f64,
         /// `Σ exp(z − max)·(z − max) / s`.
         pub mean_shifted: f64,
     }
 
     impl Moments {
+        /// The entropy `ln s − Σ exp(z − max)·(z − max) / s`, in nats.
+        pub fn entropy(&self) -> f64 {
+            self.log_sum - self.mean_shifted
+        }
+
         /// The entropy `(ln s)₃₂ − Σ p·z'` of the probabilities [`softmax_entropy`] writes,
         /// `p = exp(z' − (ln s)₃₂)` with `ln s` rounded to f32 (as the burn-op path's f32
         /// softmax), from the sums alone: `Σ p·z' = e^(ln s − (ln s)₃₂)·Σ e·z'/s`. Equal to
@@ -397,19 +402,17 @@ pub mod rows {
                 .map(|c| vectorized(ExpSums(c, max)))
                 .collect(),
         );
-        let (log_sum, mean_shifted) = (sum.ln(), weighted / sum);
         Some(Moments {
             max,
-            log_sum,
-            entropy: log_sum - mean_shifted,
-            mean_shifted,
+            log_sum: sum.ln(),
+            mean_shifted: weighted / sum,
         })
     }
 
     /// The entropy of `softmax(z)`: `ln s − Σ e·z' / s` (NaN for a row without a finite
     /// maximum).
     pub fn entropy(z: &[f32]) -> f32 {
-        moments(z).map_or(f32::NAN, |m| m.entropy as f32)
+        moments(z).map_or(f32::NAN, |m| m.entropy() as f32)
     }
 
     /// Fills `log_probs` with `z' − ln s` and `probs` with `exp` of it; returns the entropy

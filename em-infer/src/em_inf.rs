@@ -282,7 +282,7 @@ fn em_inf_row(z: &mut [f32], z0: &[f32], initial: rows::Moments, config: &EmInfC
         // the chunks' maxima are combined in chunk order).
         let state = m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK));
         let chunks = z.par_chunks_mut(CHUNK).zip(z0.par_chunks(CHUNK)).zip(state);
-        let max = chunks
+        let maxima = chunks
             .map(|((z, z0), (m, v))| {
                 if t == 1 {
                     rows::vectorized(AdamChunk::<true>(&adam, z, z0, m, v))
@@ -290,14 +290,12 @@ fn em_inf_row(z: &mut [f32], z0: &[f32], initial: rows::Moments, config: &EmInfC
                     rows::vectorized(AdamChunk::<false>(&adam, z, z0, m, v))
                 }
             })
-            .collect::<Vec<f32>>()
-            .into_iter()
-            .fold(f32::NEG_INFINITY, rows::nan_max);
+            .collect();
         if t == config.n_grad_steps {
             break;
         }
-        match rows::moments_from_max(z, max) {
-            Some(moments) if moments.entropy.is_finite() => {
+        match rows::moments_from_max(z, rows::max_in_order(maxima)) {
+            Some(moments) if moments.entropy().is_finite() => {
                 adam.softmax = Softmax::of(&moments);
             }
             _ => {

@@ -202,10 +202,9 @@ fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
     use em_core::fused::{host_rows, rows, tensor_from_rows};
     use rayon::prelude::*;
     let [batch, seq, width] = gate.dims();
-    let flat = |t: &Tensor<3>| t.clone().reshape([batch * seq, width]);
-    let (g, u) = (flat(&gate), flat(&up));
+    let flat = |t: &Tensor<3>| host_rows(&t.clone().reshape([batch * seq, width]));
     if up.dims() == gate.dims()
-        && let (Some(g), Some(u)) = (host_rows(&g), host_rows(&u))
+        && let (Some(g), Some(u)) = (flat(&gate), flat(&up))
     {
         let mut out = vec![0f32; batch * seq * width];
         out.par_chunks_mut(rows::CHUNK)
