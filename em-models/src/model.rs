@@ -67,6 +67,23 @@ pub(crate) fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
         .unwrap_or_else(|| in_width(x, weight.dtype(), |x| linear.forward(x)))
 }
 
+/// [`project`] for several linears of the same `x`: on the CPU fast path `x` is read once and
+/// decode-sized products share one parallel region ([`kernels::project_all`]); each weight is
+/// still its own parameter, read live. Otherwise each linear as [`project`].
+pub(crate) fn project_all<const N: usize>(linears: [&Linear; N], x: Tensor<3>) -> [Tensor<3>; N] {
+    let weights = linears.map(|linear| linear.weight.val());
+    let biases = linears.map(|linear| linear.bias.as_ref().map(|b| b.val()));
+    let pairs: Vec<_> = weights
+        .iter()
+        .zip(&biases)
+        .map(|(w, b)| (w, b.as_ref()))
+        .collect();
+    match kernels::project_all(&x, &pairs, Layout::KN) {
+        Some(ys) => ys.try_into().expect("one output per linear"),
+        None => linears.map(|linear| project(linear, x.clone())),
+    }
+}
+
 /// `f(x)` computed in `dtype` (the weights'), returned in `x`'s dtype.
 fn in_width(x: Tensor<3>, dtype: DType, f: impl FnOnce(Tensor<3>) -> Tensor<3>) -> Tensor<3> {
     let compute = x.dtype();
@@ -131,9 +148,10 @@ impl Attention {
         let [batch, seq, _] = x.dims();
         let heads =
             |t: Tensor<3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
-        let q = heads(project(&self.q_proj, x.clone()), self.num_heads);
-        let k = heads(project(&self.k_proj, x.clone()), self.num_kv_heads);
-        let v = heads(project(&self.v_proj, x), self.num_kv_heads);
+        let [q, k, v] = project_all([&self.q_proj, &self.k_proj, &self.v_proj], x);
+        let q = heads(q, self.num_heads);
+        let k = heads(k, self.num_kv_heads);
+        let v = heads(v, self.num_kv_heads);
         let q = apply_rope(q, &inputs.cos, &inputs.sin);
         let k = apply_rope(k, &inputs.cos, &inputs.sin);
         let (k, v) = match cache {
@@ -186,8 +204,8 @@ impl Mlp {
     /// # Shapes
     /// `[batch, seq, hidden_size] → [batch, seq, hidden_size]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = project(&self.gate_proj, x.clone());
-        project(&self.down_proj, swiglu(gate, project(&self.up_proj, x)))
+        let [gate, up] = project_all([&self.gate_proj, &self.up_proj], x);
+        project(&self.down_proj, swiglu(gate, up))
     }
 }
 
@@ -355,11 +373,13 @@ impl Qwen2ForCausalLM {
         // row pass). Called from a thread outside rayon's pool, each one wakes a worker, which
         // wakes the other, and then wakes the caller: ~880 context switches per decoded token
         // of the 0.5B model. Run on a worker, the step forks from it instead: ~4× fewer
-        // switches, and f16 decode +15-23% on a 2-core VM (#14's note). A caller already on
-        // the pool runs in place. Other devices keep the caller's thread (their streams).
+        // switches, and f16 decode +15-23% on a 2-core VM (#14's note); the other workers
+        // poll for the step's jobs rather than fall asleep between regions
+        // ([`with_pool_awake`]). A caller already on the pool runs in place. Other devices
+        // keep the caller's thread (their streams).
         #[cfg(feature = "flex")]
         if self.device() == Device::flex() {
-            return rayon::scope(|_| self.forward_here(ids, cache, logits));
+            return with_pool_awake(|| self.forward_here(ids, cache, logits));
         }
         self.forward_here(ids, cache, logits)
     }
@@ -463,6 +483,71 @@ pub(crate) fn biases(config: &Qwen2Config, arch: Architecture) -> (bool, bool) {
     (config.qkv_bias(arch), config.o_bias(arch))
 }
 
+/// How long a [`with_pool_awake`] poller goes on without a job to run: far above the gaps
+/// between a decode step's parallel regions (tens of µs), far below a step.
+#[cfg(feature = "flex")]
+const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Runs `f` on a rayon worker (in place when called from one) while every other worker of the
+/// pool polls for jobs instead of sleeping, until `f` returns.
+///
+/// A decode step forks a few hundred short parallel regions; between two of them a worker
+/// with nothing to steal goes to sleep within microseconds and the next region pays a futex
+/// wake-up for it (~35 k context switches over a 128-token decode of the 0.5B model). Here a
+/// poller job per other worker loops on [`rayon::yield_now`], which runs any job it can
+/// steal, so the step's jobs start at once. The pollers spin only while `f` runs and end on
+/// unwind too. A poller that lands on `f`'s own thread (it waits for its scope there) or on a
+/// thread already polling (a nested call) returns at once.
+///
+/// A poller also ends after [`POLL_IDLE`] without a job to run. A worker can pick one up while
+/// it waits inside one of `f`'s own jobs (with three or more threads a thief may steal one of
+/// `f`'s jobs before it reaches a poller); that job cannot resume under a poller that waits for
+/// `f`, so without the limit the step would deadlock; with it the job resumes after the limit.
+#[cfg(feature = "flex")]
+fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    thread_local!(static POLLING: Cell<bool> = const { Cell::new(false) });
+
+    /// Sets the flag when dropped: on return and on unwind alike.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    let done = AtomicBool::new(false);
+    rayon::scope(|scope| {
+        let owner = rayon::current_thread_index();
+        let done = &done;
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(move |_| {
+                if rayon::current_thread_index() == owner || POLLING.get() {
+                    return;
+                }
+                POLLING.set(true);
+                let mut idle_since = None;
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        idle_since = None;
+                        continue;
+                    }
+                    let now = std::time::Instant::now();
+                    if now - *idle_since.get_or_insert(now) > POLL_IDLE {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                POLLING.set(false);
+            });
+        }
+        let _done = Done(done);
+        f()
+    })
+}
+
 #[cfg(all(test, feature = "flex"))]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -511,5 +596,69 @@ mod tests {
             };
             assert!(ok, "entry {i}: silu({}) · {} = {a} vs {b}", g[i], u[i]);
         }
+    }
+
+    /// `with_pool_awake` returns `f`'s value and lets its panic through with the pollers
+    /// stopped (the scope would hang on a poller that never ends); nested and concurrent calls
+    /// on a pool of four threads, with `f`'s jobs forking further, finish with the serial sums
+    /// (a poller that blocked one of `f`'s own jobs without its idle limit would hang here).
+    #[test]
+    fn pool_awake_returns_unwinds_and_nests() {
+        use rayon::prelude::*;
+        assert_eq!(with_pool_awake(|| 7), 7);
+        let caught = std::panic::catch_unwind(|| with_pool_awake(|| panic!("inside")));
+        assert!(caught.is_err());
+        assert_eq!(with_pool_awake(|| 8), 8);
+
+        fn work(depth: u32, seed: u64) -> u64 {
+            if depth == 0 {
+                return (0..2000u64).map(|i| (i ^ seed).wrapping_mul(31) % 97).sum();
+            }
+            let (a, b) = rayon::join(|| work(depth - 1, seed * 3), || work(depth - 1, seed * 5));
+            let c: u64 = (0..8u64)
+                .into_par_iter()
+                .map(|i| {
+                    if i == 3 && depth == 2 {
+                        with_pool_awake(|| work(1, seed + i))
+                    } else {
+                        work(0, seed + i)
+                    }
+                })
+                .sum();
+            a.wrapping_add(b).wrapping_add(c)
+        }
+        fn serial(depth: u32, seed: u64) -> u64 {
+            if depth == 0 {
+                return (0..2000u64).map(|i| (i ^ seed).wrapping_mul(31) % 97).sum();
+            }
+            let a = serial(depth - 1, seed * 3);
+            let b = serial(depth - 1, seed * 5);
+            let c: u64 = (0..8u64)
+                .map(|i| {
+                    if i == 3 && depth == 2 {
+                        serial(1, seed + i)
+                    } else {
+                        serial(0, seed + i)
+                    }
+                })
+                .sum();
+            a.wrapping_add(b).wrapping_add(c)
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .expect("a test pool");
+        std::thread::scope(|threads| {
+            for caller in 0..3u64 {
+                let pool = &pool;
+                threads.spawn(move || {
+                    for round in 0..20u64 {
+                        let seed = caller * 1000 + round;
+                        let got = pool.install(|| with_pool_awake(|| work(4, seed)));
+                        assert_eq!(got, serial(4, seed), "caller {caller} round {round}");
+                    }
+                });
+            }
+        });
     }
 }
