@@ -1564,6 +1564,10 @@ mod tests {
             check(kernels, DType::F32, Layout::KN, 1, [12, 20_000]);
             check(kernels, DType::BF16, Layout::KN, 8, [9, 3000]);
             check(kernels, DType::F16, Layout::NK, 2, [40, 5000]);
+            // One row: both of the batch-1 kernel's column spans (prefetch within the row
+            // segment, then across into the next row's).
+            check(kernels, DType::F16, Layout::KN, 1, [20, 5000]);
+            check(kernels, DType::BF16, Layout::KN, 1, [17, 3000]);
         }
     }
 
