@@ -215,21 +215,29 @@ pub fn matmul_rows_all(
             let xb: Vec<f32> = (0..rows)
                 .flat_map(|r| x[r * k + ks.start..r * k + ks.end].iter().copied())
                 .collect();
-            let mut out = Vec::with_capacity(rows * total);
+            let mut out = Vec::new();
             for &(weights, n) in parts {
                 let w = weights.slice(ks.start * n..ks.end * n);
-                out.extend(part(&xb, w, [ks.len(), n], 0..n));
+                let y = part(&xb, w, [ks.len(), n], 0..n);
+                // The first product is kept as it is (a lone product is never copied).
+                if out.is_empty() {
+                    out = y;
+                } else {
+                    out.extend(y);
+                }
             }
             out
         });
-        let mut at = 0;
-        return parts
+        // Split from the back: the first product stays in `y`'s allocation.
+        let mut y = y;
+        let mut ys: Vec<Vec<f32>> = parts[1..]
             .iter()
-            .map(|&(_, n)| {
-                at += rows * n;
-                y[at - rows * n..at].to_vec()
-            })
+            .rev()
+            .map(|&(_, n)| y.split_off(y.len() - rows * n))
             .collect();
+        ys.push(y);
+        ys.reverse();
+        return ys;
     }
     // One column range per thread, a multiple of 16 wide (a SIMD tile) except the last.
     parts
