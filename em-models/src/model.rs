@@ -158,8 +158,12 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let total = k.dims()[2];
+        let rep = self.num_heads / self.num_kv_heads;
+        if seq == 1 && rep > 1 {
+            return project(&self.o_proj, self.decode_attention(q, k, v, inputs, total));
+        }
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let mask = inputs
             .mask
             .clone()
@@ -174,6 +178,39 @@ impl Attention {
             .swap_dims(1, 2)
             .reshape([batch, seq, self.num_heads * self.head_dim]);
         project(&self.o_proj, out)
+    }
+
+    /// Attention of one new position per row (decoding) with grouped kv heads, without
+    /// [`Self::repeat_kv`]'s copies: the `rep` query heads that share a kv head become `rep`
+    /// query rows of that kv head, so each cached key and value is read once rather than copied
+    /// `rep` times (the copy was ~10% of a 16-bit decode step of the 0.5B model, 14 heads over
+    /// 2). The query is the newest position, so every row sees all the cached keys its mask
+    /// allows: the mask is the same for the `rep` rows, and nothing is causal among them.
+    ///
+    /// # Shapes
+    /// `q: [batch, heads, 1, head_dim]`, `k`, `v`: `[batch, kv_heads, total, head_dim]` →
+    /// `[batch, 1, heads·head_dim]`.
+    fn decode_attention(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        inputs: &LayerInputs,
+        total: usize,
+    ) -> Tensor<3> {
+        let batch = q.dims()[0];
+        let rep = self.num_heads / self.num_kv_heads;
+        let q = q.reshape([batch, self.num_kv_heads, rep, self.head_dim]);
+        let mask = inputs
+            .mask
+            .clone()
+            .map(|m| m.expand([batch, self.num_kv_heads, rep, total]));
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false,
+        };
+        attention(q, k, v, mask, None, options).reshape([batch, 1, self.num_heads * self.head_dim])
     }
 
     /// `[b, kv_heads, s, d] → [b, heads, s, d]`: query head `i` uses kv head `i / (heads/kv_heads)`.
