@@ -159,8 +159,7 @@ impl Attention {
             None => (k, v),
         };
         let total = k.dims()[2];
-        let rep = self.num_heads / self.num_kv_heads;
-        if seq == 1 && rep > 1 {
+        if seq == 1 && self.num_heads > self.num_kv_heads {
             return project(&self.o_proj, self.decode_attention(q, k, v, inputs, total));
         }
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
@@ -168,12 +167,8 @@ impl Attention {
             .mask
             .clone()
             .map(|m| m.expand([batch, self.num_heads, seq, total]));
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: mask.is_none(),
-        };
-        let out = attention(q, k, v, mask, None, options);
+        let is_causal = mask.is_none();
+        let out = attention(q, k, v, mask, None, attention_options(is_causal));
         let out = out
             .swap_dims(1, 2)
             .reshape([batch, seq, self.num_heads * self.head_dim]);
@@ -205,12 +200,11 @@ impl Attention {
             .mask
             .clone()
             .map(|m| m.expand([batch, self.num_kv_heads, rep, total]));
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: false,
-        };
-        attention(q, k, v, mask, None, options).reshape([batch, 1, self.num_heads * self.head_dim])
+        attention(q, k, v, mask, None, attention_options(false)).reshape([
+            batch,
+            1,
+            self.num_heads * self.head_dim,
+        ])
     }
 
     /// `[b, kv_heads, s, d] → [b, heads, s, d]`: query head `i` uses kv head `i / (heads/kv_heads)`.
@@ -223,6 +217,15 @@ impl Attention {
         x.unsqueeze_dim::<5>(2)
             .expand([b, kv, rep, s, d])
             .reshape([b, kv * rep, s, d])
+    }
+}
+
+/// burn's attention options with the default scale (`1/√head_dim`) and no softcap.
+fn attention_options(is_causal: bool) -> AttentionModuleOptions {
+    AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal,
     }
 }
 

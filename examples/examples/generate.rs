@@ -98,28 +98,29 @@ fn main() -> Result<()> {
     let generator = Generator::new(&pretrained.model, tok);
     print!("{text}");
     let t0 = Instant::now();
-    let mut first = None;
-    // When each token arrived: the median gap between two is the decode step's time with the
-    // machine's stalls (another process taking a core) filtered out, unlike the mean.
+    // When each token arrived: the first ends the prefill; the median gap between two is the
+    // decode step's time with the machine's stalls (another process taking a core) filtered
+    // out, unlike the mean.
     let mut arrivals = Vec::with_capacity(args.max_new_tokens);
     let out = generator
         .generate(&[prompt_ids], &config, &mut ProcessorChain::new(), |e| {
             arrivals.push(t0.elapsed().as_secs_f64());
-            first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
             print!("{}", e.text);
             let _ = std::io::stdout().flush();
         })?
         .remove(0);
     let total_s = t0.elapsed().as_secs_f64();
-    let first_s = first.unwrap_or(total_s);
+    let first_s = arrivals.first().copied().unwrap_or(total_s);
+    let prefill_tok_s = out.prompt_tokens as f64 / first_s.max(1e-9);
+    let decode_tok_s = out.tokens.len().saturating_sub(1) as f64 / (total_s - first_s).max(1e-9);
     println!();
     println!(
         "\n[{}] load {load_s:.1} s (peak RSS {load_rss:.2} GiB) | prefill {} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s | stop {:?}",
         em_examples::backend_name(),
         out.prompt_tokens,
-        out.prompt_tokens as f64 / first_s.max(1e-9),
+        prefill_tok_s,
         out.tokens.len(),
-        out.tokens.len().saturating_sub(1) as f64 / (total_s - first_s).max(1e-9),
+        decode_tok_s,
         out.stop,
     );
     let mut steps: Vec<f64> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
@@ -132,8 +133,8 @@ fn main() -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "prefill_tok_s": out.prompt_tokens as f64 / first_s.max(1e-9),
-                "decode_tok_s": out.tokens.len().saturating_sub(1) as f64 / (total_s - first_s).max(1e-9),
+                "prefill_tok_s": prefill_tok_s,
+                "decode_tok_s": decode_tok_s,
                 "prompt_tokens": out.prompt_tokens,
                 "new_tokens": out.tokens.len(),
                 "decode_median_tok_s": median_tok_s,
