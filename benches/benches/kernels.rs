@@ -13,7 +13,8 @@
 //! cargo bench -p em-benches --bench kernels
 //! ```
 //!
-//! Groups: `cpu/kernels/{isa}_{layout}_{dtype}_r{rows}` (every SIMD set the CPU has),
+//! Groups: `cpu/kernels/{isa}_{layout}_{dtype}_r{rows}` (every SIMD set the CPU has; `{isa}_hw`:
+//! batch-1 kernels without software prefetch, see `em_models::kernels::Prefetch`),
 //! `cpu/widened/kn_{dtype}_r128` (prefill's 16-bit product: `matmul_widened`) and
 //! `flex/burn_matmul/{layout}_{dtype}_r{rows}` (rows 1, 8 and 128).
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -98,7 +99,7 @@ fn kernels(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
     for kernels in simd {
-        let isa = format!("{kernels:?}").to_lowercase();
+        let isa = kernels.name();
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             for rows in [1usize, 8] {
                 let x = values(rows * K, 7);

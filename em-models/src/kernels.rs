@@ -87,41 +87,90 @@ pub enum Kernels {
     /// Plain Rust loops: any CPU, and the twin the SIMD kernels are tested against.
     Portable,
     /// AVX2 + FMA + F16C (x86-64), eight f32 lanes.
-    Avx2,
+    Avx2(Prefetch),
     /// AVX-512 F (x86-64), sixteen f32 lanes.
-    Avx512,
+    Avx512(Prefetch),
+}
+
+/// Whether the SIMD kernels ask for their weights ahead of time (`prefetcht0`). Prefetching
+/// never changes a result, only the speed, and which is faster depends on the CPU's hardware
+/// prefetchers: on the AMD EPYC dev VM (2 cores, 2026-12-03) leaving the batch-1 streams to the
+/// hardware made f16 and f32 decode 8-9% faster (median step, `generate`, alternating runs),
+/// while the 8-row kernels lost 10-40% without software prefetch (criterion `kernels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Every kernel prefetches each of its memory streams ahead (the choice on Intel and any
+    /// other vendor: measured faster than one unprefetched stream on an Intel VM in #14).
+    Always,
+    /// Batch-1 kernels leave their streams to the hardware prefetchers; kernels over several
+    /// rows of `x` still prefetch (the choice on AMD CPUs).
+    MultiRowOnly,
+}
+
+impl Prefetch {
+    /// This CPU's choice (see [`Prefetch`]): `MultiRowOnly` on AMD, `Always` elsewhere.
+    pub fn detect() -> Self {
+        if simd::is_amd() {
+            Self::MultiRowOnly
+        } else {
+            Self::Always
+        }
+    }
+
+    /// Whether batch-1 kernels prefetch.
+    fn batch_one(self) -> bool {
+        self == Self::Always
+    }
 }
 
 impl Kernels {
-    /// The fastest kernels this CPU runs (checked once).
+    /// The fastest kernels this CPU runs (checked once), with this CPU's [`Prefetch`] choice.
     pub fn detect() -> Self {
+        let prefetch = Prefetch::detect();
         if simd::available(simd::Isa::Avx512) {
-            Self::Avx512
+            Self::Avx512(prefetch)
         } else if simd::available(simd::Isa::Avx2) {
-            Self::Avx2
+            Self::Avx2(prefetch)
         } else {
             Self::Portable
         }
     }
 
-    /// Every kind this CPU runs, portable first (for tests and benches).
+    /// Every kind this CPU runs, portable first, each SIMD set with both [`Prefetch`] choices
+    /// (for tests and benches).
     pub fn available() -> Vec<Self> {
         let mut out = vec![Self::Portable];
+        let both = [Prefetch::Always, Prefetch::MultiRowOnly];
         if simd::available(simd::Isa::Avx2) {
-            out.push(Self::Avx2);
+            out.extend(both.map(Self::Avx2));
         }
         if simd::available(simd::Isa::Avx512) {
-            out.push(Self::Avx512);
+            out.extend(both.map(Self::Avx512));
         }
         out
+    }
+
+    /// A short label: `portable`, `avx2` or `avx512`, with `_hw` when the batch-1 kernels
+    /// leave prefetching to the hardware (bench and test names).
+    pub fn name(self) -> String {
+        let (isa, prefetch) = match self {
+            Self::Portable => return "portable".into(),
+            Self::Avx2(p) => ("avx2", p),
+            Self::Avx512(p) => ("avx512", p),
+        };
+        if prefetch.batch_one() {
+            isa.into()
+        } else {
+            format!("{isa}_hw")
+        }
     }
 
     /// Runs one kernel call with these kernels.
     fn run<E: Elem>(self, op: Op<'_, E>) {
         match self {
             Self::Portable => op.portable(),
-            Self::Avx2 => simd::dispatch(simd::Isa::Avx2, op),
-            Self::Avx512 => simd::dispatch(simd::Isa::Avx512, op),
+            Self::Avx2(p) => simd::dispatch(simd::Isa::Avx2, p.batch_one(), op),
+            Self::Avx512(p) => simd::dispatch(simd::Isa::Avx512, p.batch_one(), op),
         }
     }
 }
@@ -970,12 +1019,28 @@ mod simd {
     /// How far ahead of the current read each stream prefetches, in bytes.
     const PREFETCH: usize = 4096;
 
-    /// Asks for the cache line `bytes` after `p` (a hint: it never faults, even out of bounds).
+    /// Asks for the cache line `bytes` after `p` when `ON` (a hint: it never faults, even out of
+    /// bounds); nothing otherwise.
     #[inline(always)]
-    fn prefetch<E>(p: *const E, bytes: usize) {
-        // SAFETY: a prefetch is a hint and never dereferences; wrapping_add keeps the pointer
-        // arithmetic defined even past the end of the allocation.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(bytes)) }
+    fn prefetch<const ON: bool, E>(p: *const E, bytes: usize) {
+        if ON {
+            // SAFETY: a prefetch is a hint and never dereferences; wrapping_add keeps the
+            // pointer arithmetic defined even past the end of the allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(bytes)) }
+        }
+    }
+
+    /// Whether the CPU's vendor is AMD (`cpuid` leaf 0 says "AuthenticAMD"; checked once).
+    pub(super) fn is_amd() -> bool {
+        static AMD: OnceLock<bool> = OnceLock::new();
+        *AMD.get_or_init(|| {
+            let id = __cpuid(0);
+            let mut vendor = [0u8; 12];
+            vendor[..4].copy_from_slice(&id.ebx.to_le_bytes());
+            vendor[4..8].copy_from_slice(&id.edx.to_le_bytes());
+            vendor[8..].copy_from_slice(&id.ecx.to_le_bytes());
+            &vendor == b"AuthenticAMD"
+        })
     }
 
     /// Reinterprets `&[E]` as `&[F]` when they are the same type (the dispatch from the generic
@@ -996,9 +1061,9 @@ mod simd {
             /// # Safety
             /// The CPU has the instruction set; bounds as the safe wrappers assert.
             #[target_feature(enable = $features)]
-            unsafe fn $name<E: Widen<$vector>>(op: Op<'_, E>) {
+            unsafe fn $name<E: Widen<$vector>>(op: Op<'_, E>, prefetch_one: bool) {
                 // SAFETY: forwarded from the caller.
-                unsafe { run::<$vector, E>(op) }
+                unsafe { run::<$vector, E>(op, prefetch_one) }
             }
         };
     }
@@ -1006,11 +1071,12 @@ mod simd {
     entry!(avx2, "avx2,fma,f16c", __m256);
     entry!(avx512, "avx512f,avx2,fma,f16c", __m512);
 
-    /// Checks `op`'s bounds and runs it with `isa`'s kernels.
+    /// Checks `op`'s bounds and runs it with `isa`'s kernels, the batch-1 ones prefetching
+    /// when `prefetch_one`.
     ///
     /// # Panics
     /// When `isa` is not available or a bound does not hold.
-    pub(super) fn dispatch<E: Elem>(isa: Isa, op: Op<'_, E>) {
+    pub(super) fn dispatch<E: Elem>(isa: Isa, prefetch_one: bool, op: Op<'_, E>) {
         assert!(available(isa), "{isa:?} kernels on a CPU without them");
         match &op {
             Op::Kn {
@@ -1106,8 +1172,8 @@ mod simd {
                 // above).
                 unsafe {
                     match isa {
-                        Isa::Avx2 => avx2($op),
-                        Isa::Avx512 => avx512($op),
+                        Isa::Avx2 => avx2($op, prefetch_one),
+                        Isa::Avx512 => avx512($op, prefetch_one),
                     }
                 }
             };
@@ -1127,12 +1193,12 @@ mod simd {
     }
 
     /// `op` with the row count as a constant: the broadcasts of `x` leave the inner loops and
-    /// the row loops unroll.
+    /// the row loops unroll. Batch-1 kernels prefetch when `prefetch_one`, the others always.
     ///
     /// # Safety
     /// As the entry points'.
     #[inline(always)]
-    unsafe fn run<V: Vector, E: Widen<V>>(op: Op<'_, E>) {
+    unsafe fn run<V: Vector, E: Widen<V>>(op: Op<'_, E>, prefetch_one: bool) {
         // SAFETY: forwarded from the caller.
         unsafe {
             match op {
@@ -1146,7 +1212,8 @@ mod simd {
                     t,
                     acc,
                 } => match rows {
-                    1 => kn_one::<V, E>(x, k, w, n, c0, t, acc),
+                    1 if prefetch_one => kn_one::<V, E, true>(x, k, w, n, c0, t, acc),
+                    1 => kn_one::<V, E, false>(x, k, w, n, c0, t, acc),
                     2 => kn::<V, E, 2>(x, k, w, n, c0, t, acc),
                     3 => kn::<V, E, 3>(x, k, w, n, c0, t, acc),
                     4 => kn::<V, E, 4>(x, k, w, n, c0, t, acc),
@@ -1164,29 +1231,31 @@ mod simd {
                     cols,
                     out,
                 } => match rows {
-                    1 => nk::<V, E, 1, 4>(x, k, w, cols, out),
-                    2 => nk::<V, E, 2, 4>(x, k, w, cols, out),
-                    3 => nk::<V, E, 3, 2>(x, k, w, cols, out),
-                    4 => nk::<V, E, 4, 2>(x, k, w, cols, out),
-                    5 => nk::<V, E, 5, 1>(x, k, w, cols, out),
-                    6 => nk::<V, E, 6, 1>(x, k, w, cols, out),
-                    7 => nk::<V, E, 7, 1>(x, k, w, cols, out),
-                    _ => nk::<V, E, 8, 1>(x, k, w, cols, out),
+                    1 if prefetch_one => nk::<V, E, 1, 4, true>(x, k, w, cols, out),
+                    1 => nk::<V, E, 1, 4, false>(x, k, w, cols, out),
+                    2 => nk::<V, E, 2, 4, true>(x, k, w, cols, out),
+                    3 => nk::<V, E, 3, 2, true>(x, k, w, cols, out),
+                    4 => nk::<V, E, 4, 2, true>(x, k, w, cols, out),
+                    5 => nk::<V, E, 5, 1, true>(x, k, w, cols, out),
+                    6 => nk::<V, E, 6, 1, true>(x, k, w, cols, out),
+                    7 => nk::<V, E, 7, 1, true>(x, k, w, cols, out),
+                    _ => nk::<V, E, 8, 1, true>(x, k, w, cols, out),
                 },
             }
         }
     }
 
     /// Batch-1 `kn` (the memory-bound case): eight rows of `W` an eighth of `k` apart at a time
-    /// (eight independent memory streams, each prefetched [`PREFETCH`] bytes ahead, continuing
-    /// into its next row's segment at the end of a segment), two vectors of columns at a time,
-    /// each weight vector used once. One sequential stream per core reads ~16 GB/s on the
-    /// 2-core dev VM, four or eight prefetched ones ~38 (C read loop; #14's note).
+    /// (eight independent memory streams, each prefetched [`PREFETCH`] bytes ahead when `PF`,
+    /// continuing into its next row's segment at the end of a segment), two vectors of columns
+    /// at a time, each weight vector used once. One sequential stream per core read ~16 GB/s on
+    /// the 2-core Intel dev VM, four or eight prefetched ones ~38 (C read loop; #14's note); on
+    /// the AMD EPYC VM eight streams read 31-34 GB/s unprefetched, 23-29 prefetched.
     ///
     /// # Safety
     /// The CPU has `V`'s set; `x: [1, k]`, `acc: [1, t]`, `w: [k, n]` with `c0 + t ≤ n`.
     #[inline(always)]
-    unsafe fn kn_one<V: Vector, E: Widen<V>>(
+    unsafe fn kn_one<V: Vector, E: Widen<V>, const PF: bool>(
         x: &[f32],
         k: usize,
         w: &[E],
@@ -1222,8 +1291,8 @@ mod simd {
                 let near = ((t * size).saturating_sub(PREFETCH) / size)
                     .next_multiple_of(step)
                     .min(tv);
-                kn_one_span::<V, E>(&ws, &xb, ap, 0..near, PREFETCH);
-                kn_one_span::<V, E>(&ws, &xb, ap, near..tv, PREFETCH + gap);
+                kn_one_span::<V, E, PF>(&ws, &xb, ap, 0..near, PREFETCH);
+                kn_one_span::<V, E, PF>(&ws, &xb, ap, near..tv, PREFETCH + gap);
                 for j in tv..t {
                     let a = &mut *ap.add(j);
                     for (&row, wq) in rows.iter().zip(ws) {
@@ -1252,7 +1321,7 @@ mod simd {
     /// The CPU has `V`'s set; `ws[s] + j + 0..2·LANES` readable and `ap + j + 0..2·LANES`
     /// writable for `j` in `cols` (stepping two vectors).
     #[inline(always)]
-    unsafe fn kn_one_span<V: Vector, E: Widen<V>>(
+    unsafe fn kn_one_span<V: Vector, E: Widen<V>, const PF: bool>(
         ws: &[*const E; 8],
         xb: &[V; 8],
         ap: *mut f32,
@@ -1269,7 +1338,7 @@ mod simd {
                 let mut s1 = V::load(a.add(l));
                 for s in 0..8 {
                     let p = ws[s].add(j);
-                    prefetch(p, ahead);
+                    prefetch::<PF, E>(p, ahead);
                     s0 = V::fma(E::widen_load(p), xb[s], s0);
                     s1 = V::fma(E::widen_load(p.add(l)), xb[s], s1);
                 }
@@ -1324,7 +1393,7 @@ mod simd {
                     let ahead = j * size + PREFETCH;
                     let ahead = if ahead < t * size { ahead } else { ahead + gap };
                     for p in ws {
-                        prefetch(p, ahead);
+                        prefetch::<true, E>(p, ahead);
                     }
                     let mut v = [V::zero(); S];
                     for s in 0..S {
@@ -1370,7 +1439,7 @@ mod simd {
     /// The CPU has `V`'s set; `x: [R, k]`, `w: [n, k]` with `cols.end ≤ n`,
     /// `out: [R, cols.len()]`.
     #[inline(always)]
-    unsafe fn nk<V: Vector, E: Widen<V>, const R: usize, const S: usize>(
+    unsafe fn nk<V: Vector, E: Widen<V>, const R: usize, const S: usize, const PF: bool>(
         x: &[f32],
         k: usize,
         w: &[E],
@@ -1396,7 +1465,7 @@ mod simd {
                 while i < kv {
                     let mut v = [V::zero(); S];
                     for s in 0..S {
-                        prefetch(wr[s].add(i), row_bytes);
+                        prefetch::<PF, E>(wr[s].add(i), row_bytes);
                         v[s] = E::widen_load(wr[s].add(i));
                     }
                     for (r, a) in acc.iter_mut().enumerate() {
@@ -1451,8 +1520,12 @@ mod simd {
         false
     }
 
-    pub(super) fn dispatch<E: Elem>(_: Isa, op: Op<'_, E>) {
+    pub(super) fn dispatch<E: Elem>(_: Isa, _: bool, op: Op<'_, E>) {
         op.portable()
+    }
+
+    pub(super) fn is_amd() -> bool {
+        false
     }
 }
 
@@ -1501,14 +1574,9 @@ mod tests {
     }
 
     fn check(kernels: Kernels, dtype: DType, layout: Layout, rows: usize, shape: [usize; 2]) {
-        check_product(
-            &format!("{kernels:?}"),
-            dtype,
-            layout,
-            rows,
-            shape,
-            &|x, w| matmul_rows(kernels, x, rows, w, layout, shape),
-        );
+        check_product(&kernels.name(), dtype, layout, rows, shape, &|x, w| {
+            matmul_rows(kernels, x, rows, w, layout, shape)
+        });
     }
 
     /// `product(x, W)` against the oracle, for `W` stored in `dtype`.
