@@ -222,6 +222,14 @@ impl KvCache {
         (k, v)
     }
 
+    /// Layer `layer`'s whole key and value buffers, `[batch, kv_heads, max_len, head_dim]`
+    /// (positions from [`KvCache::len`] on hold nothing yet), once a forward pass has allocated
+    /// them: decode attention reads them in place ([`crate::attend`]).
+    pub(crate) fn buffers(&self, layer: usize) -> Option<(Tensor<4>, Tensor<4>)> {
+        let slot = self.layers.get(layer)?;
+        Some((slot.keys.clone()?, slot.values.clone()?))
+    }
+
     /// Marks `new` positions as filled (after every layer has appended them).
     pub(crate) fn advance(&mut self, new: usize) {
         self.len += new;

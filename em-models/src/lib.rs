@@ -40,6 +40,7 @@
 //! architecture plugs in by implementing it.
 #![warn(missing_docs)]
 
+mod attend;
 mod build;
 pub mod cache;
 pub mod config;

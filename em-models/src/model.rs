@@ -11,6 +11,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
+use crate::attend;
 use crate::cache::KvCache;
 use crate::config::{Architecture, Qwen2Config};
 use crate::error::Result;
@@ -134,6 +135,8 @@ pub(crate) struct LayerInputs {
     pub sin: Tensor<4>,
     /// `[batch, 1, q, k]`, true = masked out; `None` = plain causal.
     pub mask: Option<Tensor<4, Bool>>,
+    /// Each row's real tokens (absolute slots), which the mask is built from.
+    pub spans: Vec<Range<usize>>,
 }
 
 impl Attention {
@@ -154,13 +157,25 @@ impl Attention {
         let v = heads(v, self.num_kv_heads);
         let q = apply_rope(q, &inputs.cos, &inputs.sin);
         let k = apply_rope(k, &inputs.cos, &inputs.sin);
-        let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, k, v),
-            None => (k, v),
+        let (k, v, buffers) = match cache {
+            Some((cache, layer)) => {
+                let (k, v) = cache.append(layer, k, v);
+                (k, v, cache.buffers(layer))
+            }
+            None => (k, v, None),
         };
         let total = k.dims()[2];
-        if seq == 1 && self.num_heads > self.num_kv_heads {
-            return project(&self.o_proj, self.decode_attention(q, k, v, inputs, total));
+        if seq == 1 {
+            // Decoding: on the CPU, attention over the cache's buffers in place; elsewhere
+            // burn's op on grouped query rows.
+            if let Some((keys, values)) = &buffers
+                && let Some(out) = attend::decode_attention(&q, keys, values, total, &inputs.spans)
+            {
+                return project(&self.o_proj, out);
+            }
+            if self.num_heads > self.num_kv_heads {
+                return project(&self.o_proj, self.decode_attention(q, k, v, inputs, total));
+            }
         }
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let mask = inputs
@@ -497,7 +512,12 @@ impl Qwen2ForCausalLM {
         let (cos, sin) = rope.tables(&positions, device, self.compute_dtype());
         let padded = spans.iter().any(|s| s.start > 0 || s.end < total);
         let mask = padded.then(|| span_mask(spans, start, seq, device));
-        LayerInputs { cos, sin, mask }
+        LayerInputs {
+            cos,
+            sin,
+            mask,
+            spans: spans.to_vec(),
+        }
     }
 }
 

@@ -230,6 +230,7 @@ impl Qwen2ForCausalLM {
             cos: inputs.cos.inner(),
             sin: inputs.sin.inner(),
             mask: inputs.mask.map(Tensor::inner),
+            spans: inputs.spans,
         })
     }
 

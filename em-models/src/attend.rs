@@ -1,0 +1,274 @@
+//! Decode attention on the host: one new position per row, read against the KV cache's buffers
+//! in place, for plain f32 tensors on flex (the CPU).
+//!
+//! Why: a decode step's attention is tiny (at 256 cached positions of the 0.5B model, 14 query
+//! rows × 256 keys × 64 per layer) but burn-flex's attention pays for it as a general op: it
+//! copies the visible part of the cache out of its buffer, runs two gemm calls per head and a
+//! libm `expf` per score, ~80 µs per layer (~2 ms of a ~45 ms f16 decode step; timers around
+//! each section of the step, `generate` example, 257 tokens, #14's note). Here each (row, kv
+//! head) is one task: its query heads' scores over the row's visible keys, their softmax and
+//! the weighted sum of the values, with fixed-lane dot products and em-core's vectorizable
+//! `exp`, compiled at the CPU's SIMD width ([`em_core::fused::rows::vectorized`]).
+//!
+//! The same mathematics as burn's attention with the layer's mask (scale `1/√head_dim`, a
+//! max-shifted softmax, masked keys excluded); only the summation order and `exp` differ, so the
+//! two agree to f32 rounding (the unit test below runs burn's op as the twin). Everything else
+//! (other backends, autodiff, f64, strided tensors) returns `None` and takes burn's op.
+
+use std::ops::Range;
+
+use burn::tensor::Tensor;
+use em_core::fused::{host_rows, rows, tensor_from_rows};
+use rayon::prelude::*;
+
+/// Lanes of the fixed-lane dot products (one AVX-512 register of f32).
+const LANES: usize = 16;
+/// Multiply-adds of one task below which the tasks run on the calling thread (a few µs).
+const PARALLEL_WORK: usize = 1 << 15;
+
+/// Which keys a query may see: the query at absolute slot `at` of a row whose real tokens sit at
+/// `span` sees key `j` iff `span.start ≤ j ≤ at` and `j < span.end`, or `j = at` (the rule of
+/// the model's attention mask, `span_mask`).
+fn visible(span: &Range<usize>, at: usize, j: usize) -> bool {
+    (span.start <= j && j <= at && j < span.end) || j == at
+}
+
+/// Attention of the single new position of each row, `q: [batch, heads, 1, head_dim]`, against
+/// the first `total` positions of the cache buffers `keys`, `values`
+/// (`[batch, kv_heads, capacity, head_dim]`), the new position at slot `total - 1`, row `b`'s
+/// real tokens at `spans[b]`. Query head `h` reads kv head `h / (heads / kv_heads)`. Returns
+/// `[batch, 1, heads · head_dim]`, or `None` where burn's attention must run (see the module).
+pub(crate) fn decode_attention(
+    q: &Tensor<4>,
+    keys: &Tensor<4>,
+    values: &Tensor<4>,
+    total: usize,
+    spans: &[Range<usize>],
+) -> Option<Tensor<3>> {
+    let [batch, heads, seq, d] = q.dims();
+    let [kb, kv_heads, capacity, kd] = keys.dims();
+    if seq != 1
+        || kb != batch
+        || kd != d
+        || values.dims() != keys.dims()
+        || kv_heads == 0
+        || !heads.is_multiple_of(kv_heads)
+        || total == 0
+        || total > capacity
+        || spans.len() != batch
+    {
+        return None;
+    }
+    let rep = heads / kv_heads;
+    let flat = |t: &Tensor<4>, n: usize| host_rows(&t.clone().reshape([n, d]));
+    let (qh, kh, vh) = (
+        flat(q, batch * heads)?,
+        flat(keys, batch * kv_heads * capacity)?,
+        flat(values, batch * kv_heads * capacity)?,
+    );
+    let (qv, kv, vv) = (qh.values(), kh.values(), vh.values());
+    let at = total - 1;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut out = vec![0f32; batch * heads * d];
+    let task = |(index, out): (usize, &mut [f32])| {
+        let (b, g) = (index / kv_heads, index % kv_heads);
+        let cache =
+            (b * kv_heads + g) * capacity * d..(b * kv_heads + g) * capacity * d + total * d;
+        let keys: Vec<usize> = (0..total).filter(|&j| visible(&spans[b], at, j)).collect();
+        let first = (b * heads + g * rep) * d;
+        rows::vectorized(Head {
+            q: &qv[first..first + rep * d],
+            k: &kv[cache.clone()],
+            v: &vv[cache],
+            keys: &keys,
+            d,
+            scale,
+            out,
+        });
+    };
+    // One task per (row, kv head), split across threads when there is enough work (2
+    // multiply-adds per query head, key and dimension).
+    if batch * kv_heads > 1 && 2 * rep * total * d >= PARALLEL_WORK {
+        out.par_chunks_mut(rep * d).enumerate().for_each(task);
+    } else {
+        out.chunks_mut(rep * d).enumerate().for_each(task);
+    }
+    Some(tensor_from_rows(out, [batch, heads * d], &q.device()).reshape([batch, 1, heads * d]))
+}
+
+/// One (row, kv head) of [`decode_attention`]: its `rep` query heads against its keys.
+struct Head<'a> {
+    /// `[rep, d]` queries.
+    q: &'a [f32],
+    /// `[total, d]` keys and values of this kv head.
+    k: &'a [f32],
+    v: &'a [f32],
+    /// The visible keys, ascending.
+    keys: &'a [usize],
+    d: usize,
+    scale: f32,
+    /// `[rep, d]` outputs.
+    out: &'a mut [f32],
+}
+
+impl rows::Kernel for Head<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let d = self.d;
+        let mut scores = vec![0f32; self.keys.len()];
+        for (q, out) in self.q.chunks_exact(d).zip(self.out.chunks_exact_mut(d)) {
+            for (s, &j) in scores.iter_mut().zip(self.keys) {
+                *s = dot(q, &self.k[j * d..(j + 1) * d]) * self.scale;
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in &mut scores {
+                *s = rows::exp(*s - max);
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            for (&p, &j) in scores.iter().zip(self.keys) {
+                let p = p * inv;
+                for (o, &v) in out.iter_mut().zip(&self.v[j * d..(j + 1) * d]) {
+                    *o += p * v;
+                }
+            }
+        }
+    }
+}
+
+/// `a · b` over [`LANES`] fixed accumulators (so it vectorizes), then the tail.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut ac = a.chunks_exact(LANES);
+    let mut bc = b.chunks_exact(LANES);
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(all(test, feature = "flex"))]
+#[allow(clippy::unwrap_used, clippy::single_range_in_vec_init)]
+mod tests {
+    use burn::tensor::module::attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+    use super::*;
+
+    fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
+        let mut rng = em_core::rng::rng(seed);
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| em_core::rng::normal(&mut rng) as f32)
+            .collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    /// burn's attention over the visible prefix with the query heads' kv heads repeated and
+    /// the mask built key by key: the op this module replaces.
+    fn twin(
+        q: &Tensor<4>,
+        keys: &Tensor<4>,
+        values: &Tensor<4>,
+        total: usize,
+        spans: &[Range<usize>],
+    ) -> Vec<f32> {
+        let [batch, heads, _, d] = q.dims();
+        let kv_heads = keys.dims()[1];
+        let rep = heads / kv_heads;
+        let device = q.device();
+        let expand = |t: &Tensor<4>| {
+            t.clone()
+                .slice([0..batch, 0..kv_heads, 0..total, 0..d])
+                .unsqueeze_dim::<5>(2)
+                .expand([batch, kv_heads, rep, total, d])
+                .reshape([batch, heads, total, d])
+        };
+        let mask: Vec<bool> = spans
+            .iter()
+            .flat_map(|s| (0..total).map(move |j| !visible(s, total - 1, j)))
+            .collect();
+        let mask =
+            Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, 1, total]), &device)
+                .expand([batch, heads, 1, total]);
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false,
+        };
+        attention(
+            q.clone(),
+            expand(keys),
+            expand(values),
+            Some(mask),
+            None,
+            options,
+        )
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+    }
+
+    #[test]
+    fn decode_attention_matches_burns_attention() {
+        let device = Device::flex();
+        // (batch, heads, kv heads, head_dim, capacity, total, spans): grouped, plain and
+        // single-kv-head attention, a head width that is not a multiple of the lanes, left
+        // padding, a row whose query is padding (it sees only itself), and enough work to
+        // take the parallel split.
+        type Case = (usize, usize, usize, usize, usize, usize, Vec<Range<usize>>);
+        let cases: Vec<Case> = vec![
+            (1, 14, 2, 64, 300, 257, vec![0..257]),
+            (2, 4, 4, 24, 16, 9, vec![3..9, 0..9]),
+            (3, 6, 1, 40, 32, 12, vec![0..12, 5..12, 12..12]),
+            (8, 14, 2, 64, 200, 130, (0..8).map(|b| b * 7..130).collect()),
+        ];
+        for (seed, (batch, heads, kv_heads, d, capacity, total, spans)) in
+            cases.into_iter().enumerate()
+        {
+            let seed = seed as u64 * 3;
+            let q = random([batch, heads, 1, d], seed, &device);
+            let keys = random([batch, kv_heads, capacity, d], seed + 1, &device);
+            let values = random([batch, kv_heads, capacity, d], seed + 2, &device);
+            let got = decode_attention(&q, &keys, &values, total, &spans)
+                .expect("plain f32 flex tensors take the host path");
+            assert_eq!(got.dims(), [batch, 1, heads * d]);
+            let got: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
+            let want = twin(&q, &keys, &values, total, &spans);
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-5, "case {seed}: max |host − burn| = {diff:e}");
+        }
+    }
+
+    #[test]
+    fn other_tensors_take_burns_path() {
+        let device = Device::flex();
+        let q = random([1, 4, 2, 8], 1, &device);
+        let keys = random([1, 2, 8, 8], 2, &device);
+        // two new positions, a total beyond the buffer, a span per row missing
+        assert!(decode_attention(&q, &keys, &keys, 4, &[0..4]).is_none());
+        let q = q.slice([0..1, 0..4, 0..1, 0..8]);
+        assert!(decode_attention(&q, &keys, &keys, 9, &[0..9]).is_none());
+        assert!(decode_attention(&q, &keys, &keys, 4, &[]).is_none());
+        assert!(decode_attention(&q, &keys, &keys, 4, &[0..4]).is_some());
+        let f64_keys = keys.clone().cast(burn::tensor::DType::F64);
+        assert!(decode_attention(&q, &f64_keys, &f64_keys, 4, &[0..4]).is_none());
+    }
+}
