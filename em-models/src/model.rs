@@ -16,7 +16,7 @@ use crate::cache::KvCache;
 use crate::config::{Architecture, Qwen2Config};
 use crate::error::Result;
 use crate::kernels::{self, Layout};
-use crate::rope::{RotaryEmbedding, apply_rope};
+use crate::rope::{RotaryEmbedding, apply_rope, rope_rows};
 
 /// Which positions' logits a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,58 @@ impl RmsNorm {
     /// # Shapes
     /// `[..., hidden_size] → [..., hidden_size]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if let Some(y) = self.forward_host(&x) {
+            return y;
+        }
+        self.forward_ops(x)
+    }
+
+    /// [`RmsNorm::forward`] as one host pass over the rows, for a plain f32 `x` on flex: the
+    /// sum of squares in fixed lanes at the CPU's SIMD width ([`em_core::fused::rows`]), then
+    /// `x · inv_rms · weight`, where burn's ops make eight passes (a decode step runs 49 norms
+    /// of one row each, a few µs of op overhead apiece). The same operations as
+    /// [`RmsNorm::forward_ops`] but for the order of the sum of squares, so the two agree to f32
+    /// rounding (tested). `None` for anything else (autodiff, f64, other backends).
+    fn forward_host<const D: usize>(&self, x: &Tensor<D>) -> Option<Tensor<D>> {
+        use em_core::fused::{host_rows, rows, tensor_from_rows};
+        use rayon::prelude::*;
+        let dims = x.dims();
+        let width = dims[D - 1];
+        let n = dims.iter().product::<usize>() / width.max(1);
+        if width == 0 || self.weight.dims() != [width] {
+            return None;
+        }
+        let x_rows = host_rows(&x.clone().reshape([n, width]))?;
+        // The weight as f32 (a copy only for 16-bit weights: `width` values).
+        let weight = self.weight.val();
+        if weight.is_autodiff() {
+            return None;
+        }
+        let weight = host_rows(&weight.cast(DType::F32).reshape([1, width]))?;
+        let (weight, eps) = (weight.values(), self.eps as f32);
+        let mut out = vec![0f32; n * width];
+        let task = |(out, x): (&mut [f32], &[f32])| {
+            rows::vectorized(Norm {
+                out,
+                x,
+                weight,
+                eps,
+            });
+        };
+        if n * width >= rows::CHUNK {
+            out.par_chunks_mut(width)
+                .zip(x_rows.values().par_chunks(width))
+                .for_each(task);
+        } else {
+            out.chunks_mut(width)
+                .zip(x_rows.values().chunks(width))
+                .for_each(task);
+        }
+        Some(tensor_from_rows(out, [n, width], &x.device()).reshape(dims))
+    }
+
+    /// [`RmsNorm::forward`] in burn's ops: any backend, autodiff included.
+    fn forward_ops<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dtype = x.dtype();
         let x = em_core::promote(x);
         let compute = x.dtype();
@@ -52,6 +104,36 @@ impl RmsNorm {
             .recip();
         let weight = self.weight.val().cast(compute).unsqueeze::<D>();
         (x * inv_rms * weight).cast(dtype)
+    }
+}
+
+/// One row of [`RmsNorm::forward_host`].
+struct Norm<'a> {
+    out: &'a mut [f32],
+    x: &'a [f32],
+    weight: &'a [f32],
+    eps: f32,
+}
+
+impl em_core::fused::rows::Kernel for Norm<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        const LANES: usize = 16;
+        let mut acc = [0f32; LANES];
+        let chunks = self.x.chunks_exact(LANES);
+        let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+        for c in chunks {
+            for l in 0..LANES {
+                acc[l] += c[l] * c[l];
+            }
+        }
+        let mean = (acc.iter().sum::<f32>() + tail) / self.x.len() as f32;
+        let inv_rms = 1.0 / (mean + self.eps).sqrt();
+        for ((out, &x), &w) in self.out.iter_mut().zip(self.x).zip(self.weight) {
+            *out = x * inv_rms * w;
+        }
     }
 }
 
@@ -151,12 +233,15 @@ impl Attention {
         let [batch, seq, _] = x.dims();
         let heads =
             |t: Tensor<3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
+        // RoPE on the projections' rows where a host pass can (CPU), else on the split heads.
+        let rotated = |t: Tensor<3>, n: usize| match rope_rows(&t, &inputs.cos, &inputs.sin) {
+            Some(t) => heads(t, n),
+            None => apply_rope(heads(t, n), &inputs.cos, &inputs.sin),
+        };
         let [q, k, v] = project_all([&self.q_proj, &self.k_proj, &self.v_proj], x);
-        let q = heads(q, self.num_heads);
-        let k = heads(k, self.num_kv_heads);
+        let q = rotated(q, self.num_heads);
+        let k = rotated(k, self.num_kv_heads);
         let v = heads(v, self.num_kv_heads);
-        let q = apply_rope(q, &inputs.cos, &inputs.sin);
-        let k = apply_rope(k, &inputs.cos, &inputs.sin);
         let (k, v, buffers) = match cache {
             Some((cache, layer)) => {
                 let (k, v) = cache.append(layer, k, v);
@@ -656,6 +741,54 @@ mod tests {
             };
             assert!(ok, "entry {i}: silu({}) · {} = {a} vs {b}", g[i], u[i]);
         }
+    }
+
+    /// The norm's host pass against its burn ops (`forward_ops`, the slow twin), for f32 and
+    /// f16 weights, one decode row and a prefill-sized batch that takes the parallel split:
+    /// within a few ulps (only the order of the sum of squares differs).
+    #[test]
+    fn rms_norm_host_matches_burn_ops() {
+        let device = Device::flex();
+        let width = 896;
+        let mut rng = em_core::rng::rng(5);
+        let mut normal = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| em_core::rng::normal(&mut rng) as f32)
+                .collect()
+        };
+        let weight = Tensor::<1>::from_data(TensorData::new(normal(width), [width]), &device);
+        for dtype in [DType::F32, DType::F16] {
+            let norm = RmsNorm {
+                weight: Param::from_tensor(weight.clone().cast(dtype)),
+                eps: 1e-6,
+            };
+            for [batch, seq] in [[1, 1], [2, 40]] {
+                let x = Tensor::<3>::from_data(
+                    TensorData::new(normal(batch * seq * width), [batch, seq, width]),
+                    &device,
+                );
+                let fast = norm
+                    .forward_host(&x)
+                    .expect("plain f32 flex tensors take the host pass");
+                let (fast, slow) = (host(fast), host(norm.forward_ops(x.clone())));
+                assert_eq!(host(norm.forward(x)), fast);
+                for (i, (&a, &b)) in fast.iter().zip(&slow).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 8.0 * f32::EPSILON * b.abs().max(1e-3),
+                        "{dtype:?} [{batch}, {seq}] entry {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+        let x = Tensor::<3>::from_data(TensorData::new(normal(width), [1, 1, width]), &device);
+        assert!(
+            RmsNorm {
+                weight: Param::from_tensor(weight.clone()),
+                eps: 1e-6
+            }
+            .forward_host(&x.clone().cast(DType::F64))
+            .is_none()
+        );
     }
 
     /// `with_pool_awake` returns `f`'s value and lets its panic through with the pollers

@@ -109,6 +109,83 @@ pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     x * cos + rotated * sin
 }
 
+/// [`apply_rope`] on a projection's output before its heads are split: `x: [batch, seq,
+/// heads · head_dim]` in, the same layout out. Plain f32 tensors on flex (and f32 tables) take
+/// one host pass over the rows, at the CPU's SIMD width ([`em_core::fused::rows`]), where burn's
+/// version makes six passes (two slices, a negation, a concatenation, two products and a sum;
+/// 14 ops per layer of a decode step). The same f32 operations in the same order as
+/// [`apply_rope`] (`x·cos + rotate_half(x)·sin`, each product rounded, then the sum), so the
+/// two agree exactly (tested). Anything else returns `None`: the caller splits the heads and
+/// runs [`apply_rope`].
+///
+/// # Shapes
+/// `x`: `[batch, seq, heads · head_dim]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`.
+pub(crate) fn rope_rows(x: &Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<3>> {
+    use em_core::fused::{host_rows, rows, tensor_from_rows};
+    use rayon::prelude::*;
+    let [batch, seq, width] = x.dims();
+    let [cb, one, cs, d] = cos.dims();
+    if cb != batch
+        || one != 1
+        || cs != seq
+        || sin.dims() != cos.dims()
+        || d == 0
+        || !d.is_multiple_of(2)
+        || !width.is_multiple_of(d)
+    {
+        return None;
+    }
+    let n = batch * seq;
+    let x_rows = host_rows(&x.clone().reshape([n, width]))?;
+    let cos = host_rows(&cos.clone().reshape([n, d]))?;
+    let sin = host_rows(&sin.clone().reshape([n, d]))?;
+    let mut out = vec![0f32; n * width];
+    type Row<'a> = ((&'a mut [f32], &'a [f32]), (&'a [f32], &'a [f32]));
+    let task = |((out, x), (c, s)): Row<'_>| rows::vectorized(Rope { out, x, c, s });
+    let pairs = out
+        .par_chunks_mut(width)
+        .zip(x_rows.values().par_chunks(width))
+        .zip(cos.values().par_chunks(d).zip(sin.values().par_chunks(d)));
+    if n * width >= rows::CHUNK {
+        pairs.for_each(task);
+    } else {
+        // A decode step's few rows: not worth a fork.
+        out.chunks_mut(width)
+            .zip(x_rows.values().chunks(width))
+            .zip(cos.values().chunks(d).zip(sin.values().chunks(d)))
+            .for_each(task);
+    }
+    Some(tensor_from_rows(out, [n, width], &x.device()).reshape([batch, seq, width]))
+}
+
+/// One position of [`rope_rows`]: every head of `x` rotated by the tables `c`, `s`.
+struct Rope<'a> {
+    out: &'a mut [f32],
+    x: &'a [f32],
+    c: &'a [f32],
+    s: &'a [f32],
+}
+
+impl em_core::fused::rows::Kernel for Rope<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let d = self.c.len();
+        let half = d / 2;
+        let (c1, c2) = self.c.split_at(half);
+        let (s1, s2) = self.s.split_at(half);
+        for (out, x) in self.out.chunks_exact_mut(d).zip(self.x.chunks_exact(d)) {
+            let (x1, x2) = x.split_at(half);
+            let (o1, o2) = out.split_at_mut(half);
+            for i in 0..half {
+                o1[i] = x1[i] * c1[i] + -x2[i] * s1[i];
+                o2[i] = x2[i] * c2[i] + x1[i] * s2[i];
+            }
+        }
+    }
+}
+
 /// Slow f64 twin of [`apply_rope`] for one row: `x` is `[seq, heads, head_dim]` row-major,
 /// rotated in place by explicit 2×2 rotations of the pairs `(i, i + head_dim/2)`.
 pub fn reference_rope(x: &mut [f64], positions: &[usize], heads: usize, inv_freq: &[f64]) {
@@ -124,5 +201,68 @@ pub fn reference_rope(x: &mut [f64], positions: &[usize], heads: usize, inv_freq
                 x[base + i + half] = b * c + a * s;
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+
+    fn random(shape: [usize; 3], seed: u64, device: &Device) -> Tensor<3> {
+        let mut rng = em_core::rng::rng(seed);
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| em_core::rng::normal(&mut rng) as f32)
+            .collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    /// The host pass against burn's ops (`apply_rope` on the split heads), entry for entry:
+    /// a decode step (one position), left-padded rows at different positions, and a prefill
+    /// large enough for the parallel split.
+    #[test]
+    fn rope_rows_equal_apply_rope() {
+        let device = Device::flex();
+        let rope = RotaryEmbedding::from_inv_freq(
+            (0..32)
+                .map(|i| 1e6f64.powf(-(2.0 * i as f64) / 64.0))
+                .collect(),
+        );
+        let cases: [(usize, usize, usize, Vec<Vec<usize>>); 3] = [
+            (1, 1, 14, vec![vec![300]]),
+            (2, 3, 2, vec![vec![0, 1, 2], vec![7, 8, 9]]),
+            (1, 40, 14, vec![(0..40).collect()]),
+        ];
+        for (seed, (batch, seq, heads, positions)) in cases.into_iter().enumerate() {
+            let (cos, sin) = rope.tables(&positions, &device, DType::F32);
+            let x = random([batch, seq, heads * 64], seed as u64, &device);
+            let got = rope_rows(&x, &cos, &sin).expect("plain f32 flex tensors take the host pass");
+            let want = apply_rope(
+                x.reshape([batch, seq, heads, 64]).swap_dims(1, 2),
+                &cos,
+                &sin,
+            )
+            .swap_dims(1, 2)
+            .reshape([batch, seq, heads * 64]);
+            let got = got.into_data().try_to_vec::<f32>().unwrap();
+            let want = want.into_data().try_to_vec::<f32>().unwrap();
+            assert_eq!(got, want, "case {seed}");
+        }
+    }
+
+    #[test]
+    fn other_inputs_take_burns_ops() {
+        let device = Device::flex();
+        let rope = RotaryEmbedding::from_inv_freq(vec![1.0, 0.1]);
+        let (cos, sin) = rope.tables(&[vec![0, 1]], &device, DType::F32);
+        let x = random([1, 2, 8], 1, &device);
+        assert!(rope_rows(&x, &cos, &sin).is_some());
+        // A width that is not whole heads, tables for another length, f64 values.
+        assert!(rope_rows(&random([1, 2, 6], 2, &device), &cos, &sin).is_none());
+        assert!(rope_rows(&random([1, 3, 8], 3, &device), &cos, &sin).is_none());
+        assert!(rope_rows(&x.cast(DType::F64), &cos, &sin).is_none());
     }
 }
