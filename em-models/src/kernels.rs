@@ -95,12 +95,13 @@ pub enum Kernels {
 /// Whether the SIMD kernels ask for their weights ahead of time (`prefetcht0`). Prefetching
 /// never changes a result, only the speed, and which is faster depends on the CPU's hardware
 /// prefetchers: on the AMD EPYC dev VM (2 cores, 2026-12-03) leaving the batch-1 streams to the
-/// hardware made f16 and f32 decode 8-9% faster (median step, `generate`, alternating runs),
-/// while the 8-row kernels lost 10-40% without software prefetch (criterion `kernels`).
+/// hardware made decode faster (median step, `generate`, 3-6 alternating pairs, geometric
+/// mean: f16 +4.5%, f32 +8%, bf16 +14%), while the 8-row kernels lost 10-40% without software
+/// prefetch (criterion `kernels`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prefetch {
-    /// Every kernel prefetches each of its memory streams ahead (the choice on Intel and any
-    /// other vendor: measured faster than one unprefetched stream on an Intel VM in #14).
+    /// Every kernel prefetches each of its memory streams ahead (the choice on every vendor
+    /// but AMD: the kernels were tuned this way on the earlier dev VMs, #14's notes).
     Always,
     /// Batch-1 kernels leave their streams to the hardware prefetchers; kernels over several
     /// rows of `x` still prefetch (the choice on AMD CPUs).
@@ -1249,7 +1250,7 @@ mod simd {
     /// (eight independent memory streams, each prefetched [`PREFETCH`] bytes ahead when `PF`,
     /// continuing into its next row's segment at the end of a segment), two vectors of columns
     /// at a time, each weight vector used once. One sequential stream per core read ~16 GB/s on
-    /// the 2-core Intel dev VM, four or eight prefetched ones ~38 (C read loop; #14's note); on
+    /// the first 2-core dev VM, four or eight prefetched ones ~38 (C read loop; #14's note); on
     /// the AMD EPYC VM eight streams read 31-34 GB/s unprefetched, 23-29 prefetched.
     ///
     /// # Safety
