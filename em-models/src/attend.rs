@@ -169,12 +169,7 @@ mod tests {
     use super::*;
 
     fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
-        let mut rng = em_core::rng::rng(seed);
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| em_core::rng::normal(&mut rng) as f32)
-            .collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
+        crate::testing::normal_tensor(shape, seed, device)
     }
 
     /// burn's attention over the visible prefix with the query heads' kv heads repeated and

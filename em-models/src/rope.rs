@@ -207,17 +207,10 @@ pub fn reference_rope(x: &mut [f64], positions: &[usize], heads: usize, inv_freq
 #[cfg(all(test, feature = "flex"))]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use burn::tensor::TensorData;
-
     use super::*;
 
     fn random(shape: [usize; 3], seed: u64, device: &Device) -> Tensor<3> {
-        let mut rng = em_core::rng::rng(seed);
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| em_core::rng::normal(&mut rng) as f32)
-            .collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
+        crate::testing::normal_tensor(shape, seed, device)
     }
 
     /// The host pass against burn's ops (`apply_rope` on the split heads), entry for entry:

@@ -117,3 +117,18 @@ pub fn tiny_pretrained(kind: Tiny, device: &Device, seed: u64) -> Result<TinyPre
     let pretrained = from_pretrained(&path, device, &LoadOptions::default())?;
     Ok(TinyPretrained { pretrained, dir })
 }
+
+/// A tensor of `shape` with standard normal f32 entries drawn from `seed` (unit tests' inputs).
+#[cfg(test)]
+pub(crate) fn normal_tensor<const D: usize>(
+    shape: [usize; D],
+    seed: u64,
+    device: &Device,
+) -> burn::tensor::Tensor<D> {
+    let mut rng = em_core::rng::rng(seed);
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| em_core::rng::normal(&mut rng) as f32)
+        .collect();
+    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(v, shape), device)
+}
