@@ -1433,8 +1433,8 @@ mod simd {
     }
 
     /// `S` outputs `cols.len() / S` apart at a time (`S` memory streams, each prefetched one
-    /// row of `W` ahead), each a row of `W` dotted with the `R` rows of `x` in f32 lanes, then
-    /// summed across lanes.
+    /// row of `W` ahead when `PF`), each a row of `W` dotted with the `R` rows of `x` in f32
+    /// lanes, then summed across lanes.
     ///
     /// # Safety
     /// The CPU has `V`'s set; `x: [R, k]`, `w: [n, k]` with `cols.end ≤ n`,
