@@ -19,7 +19,8 @@ use std::ops::Range;
 
 use burn::tensor::Tensor;
 use em_core::fused::{host_rows, rows, tensor_from_rows};
-use rayon::prelude::*;
+
+use crate::model::each_chunk_mut;
 
 /// Lanes of the fixed-lane dot products (one AVX-512 register of f32).
 const LANES: usize = 16;
@@ -69,30 +70,30 @@ pub(crate) fn decode_attention(
     let (qv, kv, vv) = (qh.values(), kh.values(), vh.values());
     let at = total - 1;
     let scale = 1.0 / (d as f32).sqrt();
+    // Each row's visible keys, shared by its kv heads.
+    let keys: Vec<Vec<usize>> = spans
+        .iter()
+        .map(|span| (0..total).filter(|&j| visible(span, at, j)).collect())
+        .collect();
     let mut out = vec![0f32; batch * heads * d];
-    let task = |(index, out): (usize, &mut [f32])| {
+    // One task per (row, kv head), split across threads when there is enough work (2
+    // multiply-adds per query head, key and dimension).
+    let parallel = batch * kv_heads > 1 && 2 * rep * total * d >= PARALLEL_WORK;
+    each_chunk_mut(&mut out, rep * d, parallel, |index, out| {
         let (b, g) = (index / kv_heads, index % kv_heads);
         let cache =
             (b * kv_heads + g) * capacity * d..(b * kv_heads + g) * capacity * d + total * d;
-        let keys: Vec<usize> = (0..total).filter(|&j| visible(&spans[b], at, j)).collect();
         let first = (b * heads + g * rep) * d;
         rows::vectorized(Head {
             q: &qv[first..first + rep * d],
             k: &kv[cache.clone()],
             v: &vv[cache],
-            keys: &keys,
+            keys: &keys[b],
             d,
             scale,
             out,
         });
-    };
-    // One task per (row, kv head), split across threads when there is enough work (2
-    // multiply-adds per query head, key and dimension).
-    if batch * kv_heads > 1 && 2 * rep * total * d >= PARALLEL_WORK {
-        out.par_chunks_mut(rep * d).enumerate().for_each(task);
-    } else {
-        out.chunks_mut(rep * d).enumerate().for_each(task);
-    }
+    });
     Some(tensor_from_rows(out, [batch, heads * d], &q.device()).reshape([batch, 1, heads * d]))
 }
 

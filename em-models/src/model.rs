@@ -58,7 +58,6 @@ impl RmsNorm {
     /// rounding (tested). `None` for anything else (autodiff, f64, other backends).
     fn forward_host<const D: usize>(&self, x: &Tensor<D>) -> Option<Tensor<D>> {
         use em_core::fused::{host_rows, rows, tensor_from_rows};
-        use rayon::prelude::*;
         let dims = x.dims();
         let width = dims[D - 1];
         let n = dims.iter().product::<usize>() / width.max(1);
@@ -73,24 +72,16 @@ impl RmsNorm {
         }
         let weight = host_rows(&weight.cast(DType::F32).reshape([1, width]))?;
         let (weight, eps) = (weight.values(), self.eps as f32);
+        let xv = x_rows.values();
         let mut out = vec![0f32; n * width];
-        let task = |(out, x): (&mut [f32], &[f32])| {
+        each_chunk_mut(&mut out, width, n * width >= rows::CHUNK, |i, out| {
             rows::vectorized(Norm {
                 out,
-                x,
+                x: &xv[i * width..(i + 1) * width],
                 weight,
                 eps,
             });
-        };
-        if n * width >= rows::CHUNK {
-            out.par_chunks_mut(width)
-                .zip(x_rows.values().par_chunks(width))
-                .for_each(task);
-        } else {
-            out.chunks_mut(width)
-                .zip(x_rows.values().chunks(width))
-                .for_each(task);
-        }
+        });
         Some(tensor_from_rows(out, [n, width], &x.device()).reshape(dims))
     }
 
@@ -104,6 +95,27 @@ impl RmsNorm {
             .recip();
         let weight = self.weight.val().cast(compute).unsqueeze::<D>();
         (x * inv_rms * weight).cast(dtype)
+    }
+}
+
+/// Runs `f(i, chunk)` over the consecutive `width`-wide chunks of `out` (a host pass's output
+/// rows): on rayon's threads when `parallel`, else on the calling thread (a decode step's few
+/// rows are not worth a fork).
+pub(crate) fn each_chunk_mut(
+    out: &mut [f32],
+    width: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    if parallel {
+        out.par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk));
+    } else {
+        out.chunks_mut(width)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk));
     }
 }
 
@@ -750,23 +762,15 @@ mod tests {
     fn rms_norm_host_matches_burn_ops() {
         let device = Device::flex();
         let width = 896;
-        let mut rng = em_core::rng::rng(5);
-        let mut normal = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| em_core::rng::normal(&mut rng) as f32)
-                .collect()
-        };
-        let weight = Tensor::<1>::from_data(TensorData::new(normal(width), [width]), &device);
+        let normal = crate::testing::normal_tensor::<3>;
+        let weight = normal([width, 1, 1], 5, &device).reshape([width]);
         for dtype in [DType::F32, DType::F16] {
             let norm = RmsNorm {
                 weight: Param::from_tensor(weight.clone().cast(dtype)),
                 eps: 1e-6,
             };
             for [batch, seq] in [[1, 1], [2, 40]] {
-                let x = Tensor::<3>::from_data(
-                    TensorData::new(normal(batch * seq * width), [batch, seq, width]),
-                    &device,
-                );
+                let x = normal([batch, seq, width], (batch * seq) as u64, &device);
                 let fast = norm
                     .forward_host(&x)
                     .expect("plain f32 flex tensors take the host pass");
@@ -780,7 +784,7 @@ mod tests {
                 }
             }
         }
-        let x = Tensor::<3>::from_data(TensorData::new(normal(width), [1, 1, width]), &device);
+        let x = normal([1, 1, width], 6, &device);
         assert!(
             RmsNorm {
                 weight: Param::from_tensor(weight.clone()),

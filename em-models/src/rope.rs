@@ -8,6 +8,7 @@ use burn::tensor::{DType, Device, Tensor};
 
 use crate::build::host_tensor;
 use crate::config::Qwen2Config;
+use crate::model::each_chunk_mut;
 
 /// The inverse frequencies of one head, with Llama-3 scaling applied when configured.
 #[derive(Debug, Clone)]
@@ -122,7 +123,6 @@ pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 /// `x`: `[batch, seq, heads · head_dim]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`.
 pub(crate) fn rope_rows(x: &Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<3>> {
     use em_core::fused::{host_rows, rows, tensor_from_rows};
-    use rayon::prelude::*;
     let [batch, seq, width] = x.dims();
     let [cb, one, cs, d] = cos.dims();
     if cb != batch
@@ -139,22 +139,16 @@ pub(crate) fn rope_rows(x: &Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>) -> Opti
     let x_rows = host_rows(&x.clone().reshape([n, width]))?;
     let cos = host_rows(&cos.clone().reshape([n, d]))?;
     let sin = host_rows(&sin.clone().reshape([n, d]))?;
+    let (xv, cv, sv) = (x_rows.values(), cos.values(), sin.values());
     let mut out = vec![0f32; n * width];
-    type Row<'a> = ((&'a mut [f32], &'a [f32]), (&'a [f32], &'a [f32]));
-    let task = |((out, x), (c, s)): Row<'_>| rows::vectorized(Rope { out, x, c, s });
-    let pairs = out
-        .par_chunks_mut(width)
-        .zip(x_rows.values().par_chunks(width))
-        .zip(cos.values().par_chunks(d).zip(sin.values().par_chunks(d)));
-    if n * width >= rows::CHUNK {
-        pairs.for_each(task);
-    } else {
-        // A decode step's few rows: not worth a fork.
-        out.chunks_mut(width)
-            .zip(x_rows.values().chunks(width))
-            .zip(cos.values().chunks(d).zip(sin.values().chunks(d)))
-            .for_each(task);
-    }
+    each_chunk_mut(&mut out, width, n * width >= rows::CHUNK, |i, out| {
+        rows::vectorized(Rope {
+            out,
+            x: &xv[i * width..(i + 1) * width],
+            c: &cv[i * d..(i + 1) * d],
+            s: &sv[i * d..(i + 1) * d],
+        });
+    });
     Some(tensor_from_rows(out, [n, width], &x.device()).reshape([batch, seq, width]))
 }
 
