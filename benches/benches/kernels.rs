@@ -7,13 +7,14 @@
 //! The weights are a stack of 72 MLP-sized `[896, 4864]` matrices (the 0.5B model's 24 layers ×
 //! gate, up, down: 314M entries, 1.25 GB in f32, above the dev VM's 300 MB L3), multiplied one
 //! after the other like the layers of a decode step; the head is the tied `[151936, 896]`
-//! embedding read row by row.
+//! embedding read row by row (`nk`) or an untied `[896, 151936]` head (`kn_head`, the layout of
+//! burn's `Linear`).
 //!
 //! ```text
 //! cargo bench -p em-benches --bench kernels
 //! ```
 //!
-//! Groups: `cpu/kernels/{isa}_{layout}_{dtype}_r{rows}` (every SIMD set the CPU has; `{isa}_hw`:
+//! Groups: `cpu/kernels/{isa}_{kn|kn_head|nk}_{dtype}_r{rows}` (every SIMD set the CPU has; `{isa}_hw`:
 //! batch-1 kernels without software prefetch, see `em_models::kernels::Prefetch`),
 //! `cpu/widened/kn_{dtype}_r128` (prefill's 16-bit product: `matmul_widened`) and
 //! `flex/burn_matmul/{layout}_{dtype}_r{rows}` (rows 1, 8 and 128).
@@ -118,6 +119,22 @@ fn kernels(c: &mut Criterion) {
                                     [K, N],
                                 );
                             }
+                        })
+                    },
+                );
+                group.throughput(Throughput::Bytes((VOCAB * K) as u64 * bytes(dtype)));
+                group.bench_function(
+                    BenchmarkId::from_parameter(format!("{isa}_kn_head_{}_r{rows}", name(dtype))),
+                    |b| {
+                        b.iter(|| {
+                            matmul_rows(
+                                kernels,
+                                &x,
+                                rows,
+                                head.weights(dtype),
+                                Layout::KN,
+                                [K, VOCAB],
+                            )
                         })
                     },
                 );
