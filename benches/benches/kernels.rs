@@ -122,38 +122,28 @@ fn kernels(c: &mut Criterion) {
                         })
                     },
                 );
+                // The head, untied (burn's `Linear` layout) and tied (the embedding's rows).
                 group.throughput(Throughput::Bytes((VOCAB * K) as u64 * bytes(dtype)));
-                group.bench_function(
-                    BenchmarkId::from_parameter(format!("{isa}_kn_head_{}_r{rows}", name(dtype))),
-                    |b| {
-                        b.iter(|| {
-                            matmul_rows(
-                                kernels,
-                                &x,
-                                rows,
-                                head.weights(dtype),
-                                Layout::KN,
-                                [K, VOCAB],
-                            )
-                        })
-                    },
-                );
-                group.throughput(Throughput::Bytes((VOCAB * K) as u64 * bytes(dtype)));
-                group.bench_function(
-                    BenchmarkId::from_parameter(format!("{isa}_nk_{}_r{rows}", name(dtype))),
-                    |b| {
-                        b.iter(|| {
-                            matmul_rows(
-                                kernels,
-                                &x,
-                                rows,
-                                head.weights(dtype),
-                                Layout::NK,
-                                [K, VOCAB],
-                            )
-                        })
-                    },
-                );
+                for (layout, label) in [(Layout::KN, "kn_head"), (Layout::NK, "nk")] {
+                    group.bench_function(
+                        BenchmarkId::from_parameter(format!(
+                            "{isa}_{label}_{}_r{rows}",
+                            name(dtype)
+                        )),
+                        |b| {
+                            b.iter(|| {
+                                matmul_rows(
+                                    kernels,
+                                    &x,
+                                    rows,
+                                    head.weights(dtype),
+                                    layout,
+                                    [K, VOCAB],
+                                )
+                            })
+                        },
+                    );
+                }
             }
         }
     }
