@@ -567,7 +567,9 @@ fn columns<E: Elem>(
             } else {
                 (8192 / rows).next_multiple_of(16).max(32) - 16
             };
-            let mut acc = vec![0.0f32; rows * tile];
+            // Never more than the columns asked for: a lone row's tile is 128 KiB, and most
+            // products are far narrower.
+            let mut acc = vec![0.0f32; rows * tile.min(width)];
             let mut start = cols.start;
             while start < cols.end {
                 let t = tile.min(cols.end - start);
