@@ -140,9 +140,10 @@ impl rows::Kernel for Head<'_> {
     }
 }
 
-/// `a · b` over [`LANES`] fixed accumulators (so it vectorizes), then the tail.
+/// `a · b` over [`LANES`] fixed accumulators (so it vectorizes), then the tail. Also the
+/// RmsNorm host pass's sum of squares (`dot(x, x)`).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let mut ac = a.chunks_exact(LANES);
     let mut bc = b.chunks_exact(LANES);

@@ -132,16 +132,7 @@ impl em_core::fused::rows::Kernel for Norm<'_> {
 
     #[inline(always)]
     fn run(self) {
-        const LANES: usize = 16;
-        let mut acc = [0f32; LANES];
-        let chunks = self.x.chunks_exact(LANES);
-        let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-        for c in chunks {
-            for l in 0..LANES {
-                acc[l] += c[l] * c[l];
-            }
-        }
-        let mean = (acc.iter().sum::<f32>() + tail) / self.x.len() as f32;
+        let mean = attend::dot(self.x, self.x) / self.x.len() as f32;
         let inv_rms = 1.0 / (mean + self.eps).sqrt();
         for ((out, &x), &w) in self.out.iter_mut().zip(self.x).zip(self.weight) {
             *out = x * inv_rms * w;
