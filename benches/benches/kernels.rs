@@ -102,7 +102,7 @@ fn kernels(c: &mut Criterion) {
     for kernels in simd {
         let isa = kernels.name();
         for dtype in [DType::F32, DType::F16, DType::BF16] {
-            for rows in [1usize, 8] {
+            for rows in [1usize, 4, 8] {
                 let x = values(rows * K, 7);
                 group.throughput(Throughput::Bytes((LAYERS * K * N) as u64 * bytes(dtype)));
                 group.bench_function(

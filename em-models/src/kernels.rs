@@ -898,6 +898,9 @@ mod simd {
     trait Vector: Copy {
         /// Lanes.
         const LANES: usize;
+        /// Architectural vector registers (AVX2 16, AVX-512 32): how many accumulators a
+        /// kernel can keep in registers.
+        const REGISTERS: usize;
         /// # Safety (every method)
         /// The CPU has the vector's instruction set; pointers are readable/writable for
         /// `LANES` f32.
@@ -920,6 +923,7 @@ mod simd {
 
     impl Vector for __m256 {
         const LANES: usize = 8;
+        const REGISTERS: usize = 16;
         #[inline(always)]
         unsafe fn zero() -> Self {
             // SAFETY (this impl): AVX2/FMA checked by the caller; 8 floats at each pointer.
@@ -953,6 +957,7 @@ mod simd {
 
     impl Vector for __m512 {
         const LANES: usize = 16;
+        const REGISTERS: usize = 32;
         #[inline(always)]
         unsafe fn zero() -> Self {
             // SAFETY (this impl): AVX-512F checked by the caller; 16 floats at each pointer.
@@ -1241,7 +1246,11 @@ mod simd {
                     7 => kn::<V, E, 7>(x, k, w, n, c0, t, acc),
                     _ => kn::<V, E, 8>(x, k, w, n, c0, t, acc),
                 },
-                // As many streams as the accumulators (rows × streams ≤ 8) allow.
+                // As many streams as the registers allow: rows × streams accumulators plus a
+                // register per stream and one for `x`, ≤ 8 accumulators with AVX2's 16
+                // registers, ≤ 24 with AVX-512's 32. With one stream at 8 rows, each weight
+                // vector cost 8 loads of `x`: the AVX-512 kernel read the head at 11-14 GiB/s,
+                // 19-20 with three streams (#14's note).
                 Op::Nk {
                     x,
                     rows,
@@ -1249,16 +1258,23 @@ mod simd {
                     w,
                     cols,
                     out,
-                } => match rows {
-                    1 if prefetch_one => nk::<V, E, 1, 4, true>(x, k, w, cols, out),
-                    1 => nk::<V, E, 1, 4, false>(x, k, w, cols, out),
-                    2 => nk::<V, E, 2, 4, true>(x, k, w, cols, out),
-                    3 => nk::<V, E, 3, 2, true>(x, k, w, cols, out),
-                    4 => nk::<V, E, 4, 2, true>(x, k, w, cols, out),
-                    5 => nk::<V, E, 5, 1, true>(x, k, w, cols, out),
-                    6 => nk::<V, E, 6, 1, true>(x, k, w, cols, out),
-                    7 => nk::<V, E, 7, 1, true>(x, k, w, cols, out),
-                    _ => nk::<V, E, 8, 1, true>(x, k, w, cols, out),
+                } => match (rows, V::REGISTERS >= 32) {
+                    (1, _) if prefetch_one => nk::<V, E, 1, 4, true>(x, k, w, cols, out),
+                    (1, _) => nk::<V, E, 1, 4, false>(x, k, w, cols, out),
+                    (2, true) => nk::<V, E, 2, 8, true>(x, k, w, cols, out),
+                    (3, true) => nk::<V, E, 3, 6, true>(x, k, w, cols, out),
+                    (4, true) => nk::<V, E, 4, 4, true>(x, k, w, cols, out),
+                    (5, true) => nk::<V, E, 5, 4, true>(x, k, w, cols, out),
+                    (6, true) => nk::<V, E, 6, 3, true>(x, k, w, cols, out),
+                    (7, true) => nk::<V, E, 7, 3, true>(x, k, w, cols, out),
+                    (_, true) => nk::<V, E, 8, 3, true>(x, k, w, cols, out),
+                    (2, false) => nk::<V, E, 2, 4, true>(x, k, w, cols, out),
+                    (3, false) => nk::<V, E, 3, 2, true>(x, k, w, cols, out),
+                    (4, false) => nk::<V, E, 4, 2, true>(x, k, w, cols, out),
+                    (5, false) => nk::<V, E, 5, 1, true>(x, k, w, cols, out),
+                    (6, false) => nk::<V, E, 6, 1, true>(x, k, w, cols, out),
+                    (7, false) => nk::<V, E, 7, 1, true>(x, k, w, cols, out),
+                    (_, false) => nk::<V, E, 8, 1, true>(x, k, w, cols, out),
                 },
             }
         }
@@ -1642,7 +1658,7 @@ mod tests {
         for kernels in Kernels::available() {
             for dtype in [DType::F32, DType::F16, DType::BF16] {
                 for layout in [Layout::KN, Layout::NK] {
-                    for rows in [1, 2, 3, 8] {
+                    for rows in 1..=MAX_ROWS {
                         for shape in [[1, 1], [37, 45], [64, 128], [130, 300]] {
                             check(kernels, dtype, layout, rows, shape);
                         }
@@ -1659,6 +1675,7 @@ mod tests {
             check(kernels, DType::F32, Layout::KN, 1, [12, 20_000]);
             check(kernels, DType::BF16, Layout::KN, 8, [9, 3000]);
             check(kernels, DType::F16, Layout::NK, 2, [40, 5000]);
+            check(kernels, DType::BF16, Layout::NK, 8, [40, 3001]);
             // One row: both of the batch-1 kernel's column spans (prefetch within the row
             // segment, then across into the next row's), and several of its wider tiles per
             // thread.
