@@ -14,7 +14,9 @@ use em_core::rng::{Rng, normal, rng};
 use crate::config::Qwen2Config;
 use crate::error::Result;
 use crate::loader::{HostFloat, check_float};
-use crate::model::{Attention, DecoderLayer, Mlp, Qwen2ForCausalLM, Qwen2Model, RmsNorm, biases};
+use crate::model::{
+    Attention, DecoderLayer, LmHead, Mlp, Qwen2ForCausalLM, Qwen2Model, RmsNorm, biases,
+};
 use crate::rope::RotaryEmbedding;
 
 /// What a tensor is, for a source that makes weights rather than reading them.
@@ -212,7 +214,16 @@ pub(crate) fn build(
     }
     let norm = b.norm("model.norm.weight", hidden, eps)?;
     let lm_head = if b.source.has("lm_head.weight") && !config.tie_word_embeddings {
-        Some(b.linear("lm_head", hidden, config.vocab_size, false)?)
+        // HF's `[vocab, hidden]` as it is: the head keeps that layout (`LmHead`).
+        let weight = b.upload::<2>(
+            "lm_head.weight",
+            [config.vocab_size, hidden],
+            Role::Weight,
+            b.dtype,
+        )?;
+        Some(LmHead {
+            weight: Param::from_tensor(weight),
+        })
     } else {
         if !config.tie_word_embeddings {
             tracing::warn!(

@@ -67,7 +67,7 @@ pub use em_core;
 pub use error::{ModelError, Result};
 pub use generation::GenerationConfig;
 pub use loader::{Checkpoint, FLOAT_DTYPES, LoadOptions, parse_dtype};
-pub use model::{LlamaForCausalLM, Logits, Qwen2ForCausalLM};
+pub use model::{LlamaForCausalLM, LmHead, Logits, Qwen2ForCausalLM};
 pub use params::{NamedParam, ParamGrads, named_grads, named_params, replace_params};
 pub use save::{SaveOptions, parse_size, write_safetensors};
 pub use tokenizer::{Message, Tokenizer};

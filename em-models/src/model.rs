@@ -180,14 +180,15 @@ fn in_width(x: Tensor<3>, dtype: DType, f: impl FnOnce(Tensor<3>) -> Tensor<3>) 
     }
 }
 
-/// The tied head `(E · xᵀ)ᵀ`, `E: [vocab, hidden]` as stored, `x: [batch, seq, hidden]`:
-/// [`kernels`]' fast path reads `E`'s rows as they are for decode-sized inputs on the CPU; else
-/// burn's matmul, which never transposes the 136M-entry matrix either (a strided view of it is
-/// copied by the matmul on every call); only the small `[batch, hidden, seq]` side is.
-fn tied_head(embedding: Tensor<2>, x: Tensor<3>) -> Tensor<3> {
-    kernels::project(&x, &embedding, Layout::NK, None).unwrap_or_else(|| {
-        in_width(x, embedding.dtype(), |x| {
-            embedding
+/// The head `(W · xᵀ)ᵀ`, `W: [vocab, hidden]` as stored (the tied embedding or an untied
+/// [`LmHead`], both in HF's layout), `x: [batch, seq, hidden]`: [`kernels`]' fast path reads
+/// `W`'s rows as they are for decode-sized inputs on the CPU; else burn's matmul, which never
+/// transposes the 136M-entry matrix either (a strided view of it is copied by the matmul on
+/// every call); only the small `[batch, hidden, seq]` side is.
+fn head_product(weight: Tensor<2>, x: Tensor<3>) -> Tensor<3> {
+    kernels::project(&x, &weight, Layout::NK, None).unwrap_or_else(|| {
+        in_width(x, weight.dtype(), |x| {
+            weight
                 .unsqueeze::<3>()
                 .matmul(x.swap_dims(1, 2))
                 .swap_dims(1, 2)
@@ -444,6 +445,16 @@ pub struct Qwen2Model {
     pub norm: RmsNorm,
 }
 
+/// An untied output projection, `lm_head.weight`, kept in HF's layout `[vocab, hidden]` (not
+/// burn's `Linear` layout `[hidden, vocab]`): the same layout as a tied head's embedding, so
+/// both heads are one product ([`Qwen2ForCausalLM::head_weight`]) and a decode step reads the
+/// head's rows contiguously ([`Layout::NK`]). No bias (Qwen2 and Llama have none).
+#[derive(Module, Debug)]
+pub struct LmHead {
+    /// `[vocab, hidden]`.
+    pub weight: Param<Tensor<2>>,
+}
+
 /// A Qwen2/Qwen2.5 or Llama causal LM: body plus `lm_head` (absent when tied to the embedding).
 ///
 /// Qwen2 is Llama with q/k/v biases, so this one type serves both ([`LlamaForCausalLM`] is an
@@ -453,7 +464,7 @@ pub struct Qwen2ForCausalLM {
     /// The body.
     pub model: Qwen2Model,
     /// Output projection; `None` when tied to `model.embed_tokens`.
-    pub lm_head: Option<Linear>,
+    pub lm_head: Option<LmHead>,
     /// Embedding rows = logits width.
     pub vocab_size: usize,
     /// Longest context the model was trained for.
@@ -479,6 +490,14 @@ impl Qwen2ForCausalLM {
     /// The dtype norms, RoPE tables and logits compute in: f64 for an f64 model, else f32.
     pub fn compute_dtype(&self) -> DType {
         em_core::compute_dtype(self.dtype())
+    }
+
+    /// The head's weight, `[vocab, hidden]`: `lm_head`'s when untied, else the embedding.
+    pub fn head_weight(&self) -> Tensor<2> {
+        match &self.lm_head {
+            Some(head) => head.weight.val(),
+            None => self.model.embed_tokens.weight.val(),
+        }
     }
 
     /// Decoder layers.
@@ -556,11 +575,7 @@ impl Qwen2ForCausalLM {
             x = x.slice([0..batch, seq - 1..seq, 0..hidden]);
         }
         let x = self.model.norm.forward(x);
-        let out = match &self.lm_head {
-            Some(head) => project(head, x),
-            None => tied_head(self.model.embed_tokens.weight.val(), x),
-        };
-        Ok(em_core::promote(out))
+        Ok(em_core::promote(head_product(self.head_weight(), x)))
     }
 }
 

@@ -292,7 +292,7 @@ impl Qwen2ForCausalLM {
             Some(lm_head) => lm_head.weight.id,
             None => self.model.embed_tokens.weight.id,
         };
-        // A frozen head (LoRA) gets no gradient, and its `[hidden, vocab]` product is skipped.
+        // A frozen head (LoRA) gets no gradient, and its `[vocab, hidden]` product is skipped.
         if let Some(grad_head) = grad_head {
             let numel = grad_head.dims().iter().product::<usize>();
             grads.add(head_id, grad_head.reshape([numel]));
@@ -473,18 +473,10 @@ impl Qwen2ForCausalLM {
             let d_logits =
                 (onehot_minus_p * c_lp + chunk.parts.entropy_grad() * c_h).cast(weight_dtype);
             let h = chunk.hidden;
-            let d_h_chunk = match &self.lm_head {
-                // z = h · Eᵀ with E `[vocab, hidden]`.
-                None => d_logits.clone().matmul(head.clone()),
-                // z = h · W with W `[hidden, vocab]`.
-                Some(_) => d_logits.clone().matmul(head.clone().transpose()),
-            };
+            // z = h · Wᵀ with W `[vocab, hidden]` (tied or not).
+            let d_h_chunk = d_logits.clone().matmul(head.clone());
             if with_head {
-                let d_w = match &self.lm_head {
-                    None => d_logits.transpose().matmul(h),
-                    Some(_) => h.transpose().matmul(d_logits),
-                };
-                grad_head = grad_head + d_w;
+                grad_head = grad_head + d_logits.transpose().matmul(h);
             }
             grad_hidden =
                 grad_hidden.select_assign(0, chunk.rows, d_h_chunk, IndexingUpdateOp::Add);
@@ -538,23 +530,11 @@ impl Qwen2ForCausalLM {
     /// and benches. (The decoding forward keeps its own inference-tuned form.)
     pub fn head_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [batch, seq, width] = hidden.dims();
-        let hidden = hidden.cast(self.dtype());
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => hidden
-                .reshape([batch * seq, width])
-                .matmul(self.head_weight().transpose())
-                .reshape([batch, seq, self.vocab_size]),
-        }
-    }
-
-    /// The head's weight as stored: the embedding `[vocab, hidden]` when tied, else `lm_head`'s
-    /// `[hidden, vocab]`.
-    fn head_weight(&self) -> Tensor<2> {
-        match &self.lm_head {
-            Some(head) => head.weight.val(),
-            None => self.model.embed_tokens.weight.val(),
-        }
+        hidden
+            .cast(self.dtype())
+            .reshape([batch * seq, width])
+            .matmul(self.head_weight().transpose())
+            .reshape([batch, seq, self.vocab_size])
     }
 
     /// Logits of one chunk of selected positions (no recording), as a softmax with its parts.
@@ -577,11 +557,7 @@ impl Qwen2ForCausalLM {
         );
         let hidden = flat.clone().select(0, rows.clone());
         let weight = self.head_weight().inner();
-        let logits = match &self.lm_head {
-            None => hidden.clone().matmul(weight.transpose()),
-            Some(_) => hidden.clone().matmul(weight),
-        };
-        let mut z = em_core::promote(logits);
+        let mut z = em_core::promote(hidden.clone().matmul(weight.transpose()));
         if options.temperature != 1.0 {
             z = z / options.temperature;
         }
