@@ -1238,13 +1238,7 @@ mod simd {
                 } => match rows {
                     1 if prefetch_one => kn_one::<V, E, true>(x, k, w, n, c0, t, acc),
                     1 => kn_one::<V, E, false>(x, k, w, n, c0, t, acc),
-                    2 => kn::<V, E, 2>(x, k, w, n, c0, t, acc),
-                    3 => kn::<V, E, 3>(x, k, w, n, c0, t, acc),
-                    4 => kn::<V, E, 4>(x, k, w, n, c0, t, acc),
-                    5 => kn::<V, E, 5>(x, k, w, n, c0, t, acc),
-                    6 => kn::<V, E, 6>(x, k, w, n, c0, t, acc),
-                    7 => kn::<V, E, 7>(x, k, w, n, c0, t, acc),
-                    _ => kn::<V, E, 8>(x, k, w, n, c0, t, acc),
+                    _ => kn_rows::<V, E>(x, rows, k, w, n, c0, t, acc),
                 },
                 // As many streams as the registers allow: rows × streams accumulators plus a
                 // register per stream and one for `x`, ≤ 8 accumulators with AVX2's 16
@@ -1380,6 +1374,171 @@ mod simd {
                 V::store(a, s0);
                 V::store(a.add(l), s1);
                 j += 2 * l;
+            }
+        }
+    }
+
+    /// The KN product for 2..=8 rows of `x`. With AVX-512's 32 registers, [`kn_blocked`] with
+    /// as many column vectors per strip as the registers allow (`R × C` accumulators, `C`
+    /// widened weights and a broadcast: ≤ 30 registers). AVX2's 16 registers hold no useful
+    /// block at 8 rows (one vector per strip read f32 at 13-16 GiB/s against [`kn`]'s 17-19),
+    /// so AVX2 keeps [`kn`].
+    ///
+    /// # Safety
+    /// As [`kn`]'s.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn kn_rows<V: Vector, E: Widen<V>>(
+        x: &[f32],
+        rows: usize,
+        k: usize,
+        w: &[E],
+        n: usize,
+        c0: usize,
+        t: usize,
+        acc: &mut [f32],
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match (rows, V::REGISTERS >= 32) {
+                (2, true) => kn_blocked::<V, E, 2, 8>(x, k, w, n, c0, t, acc),
+                (3, true) => kn_blocked::<V, E, 3, 6>(x, k, w, n, c0, t, acc),
+                (4, true) => kn_blocked::<V, E, 4, 5>(x, k, w, n, c0, t, acc),
+                (5, true) => kn_blocked::<V, E, 5, 4>(x, k, w, n, c0, t, acc),
+                (6, true) => kn_blocked::<V, E, 6, 4>(x, k, w, n, c0, t, acc),
+                (7, true) => kn_blocked::<V, E, 7, 3>(x, k, w, n, c0, t, acc),
+                (_, true) => kn_blocked::<V, E, 8, 3>(x, k, w, n, c0, t, acc),
+                (2, false) => kn::<V, E, 2>(x, k, w, n, c0, t, acc),
+                (3, false) => kn::<V, E, 3>(x, k, w, n, c0, t, acc),
+                (4, false) => kn::<V, E, 4>(x, k, w, n, c0, t, acc),
+                (5, false) => kn::<V, E, 5>(x, k, w, n, c0, t, acc),
+                (6, false) => kn::<V, E, 6>(x, k, w, n, c0, t, acc),
+                (7, false) => kn::<V, E, 7>(x, k, w, n, c0, t, acc),
+                (_, false) => kn::<V, E, 8>(x, k, w, n, c0, t, acc),
+            }
+        }
+    }
+
+    /// Rows of `W` per panel of [`kn_blocked`]: its accumulators stay in registers while a
+    /// panel passes, so they are loaded and stored once per panel. Sixteen rows for 16-bit
+    /// weights; eight for f32, whose strips are twice as many bytes wide (sixteen f32 rows made
+    /// an 8-row decode step ~15% slower than [`kn`]; eight matched it).
+    const fn panel<E>() -> usize {
+        if std::mem::size_of::<E>() == 4 { 8 } else { 16 }
+    }
+
+    /// `kn` for `R` rows of `x`, register-blocked: for each panel of [`panel`] consecutive rows
+    /// of `W`, strips of `C` vectors of columns, whose `R × C` accumulators stay in registers
+    /// while the panel's rows pass; each widened weight vector serves every row of `x` and each
+    /// broadcast of `x` serves `C` vectors. Each line of `W` is prefetched one panel ahead.
+    /// [`kn`] instead reloads and stores the accumulators for every weight vector and, at
+    /// 8 rows, spills its 32 broadcasts: on the AMD EPYC VM (2026-12-04, `cargo bench -p
+    /// em-benches --bench kernels -- 'avx512_hw_kn_(f32|f16|bf16)_r(4|8)$'`, two alternating
+    /// rounds) 8 rows read f16 at 13.7/14.8 GiB/s against [`kn`]'s 10.4/12.3, bf16 at
+    /// 14.4/14.0 against 9.4/11.8; 4 rows are within noise.
+    ///
+    /// # Safety
+    /// The CPU has `V`'s set; `x: [R, k]`, `acc: [R, t]`, `w: [k, n]` with `c0 + t ≤ n`.
+    #[inline(always)]
+    unsafe fn kn_blocked<V: Vector, E: Widen<V>, const R: usize, const C: usize>(
+        x: &[f32],
+        k: usize,
+        w: &[E],
+        n: usize,
+        c0: usize,
+        t: usize,
+        acc: &mut [f32],
+    ) {
+        let l = V::LANES;
+        let tb = t / (C * l) * (C * l);
+        let tv = t / l * l;
+        let xp = x.as_ptr();
+        let ap = acc.as_mut_ptr();
+        let wp = w.as_ptr();
+        // SAFETY (whole block): W at rows i < k, columns c0 + j + 0..C·LANES ≤ c0 + tb (or
+        // + LANES ≤ c0 + tv, or one ≤ c0 + t) ≤ n; x at r·k + i < R·k; acc at
+        // r·t + j + 0..C·LANES ≤ R·t likewise.
+        unsafe {
+            let mut i0 = 0;
+            let panel = panel::<E>();
+            let ahead = panel * n * std::mem::size_of::<E>();
+            while i0 < k {
+                let rows = i0..(i0 + panel).min(k);
+                let mut j = 0;
+                while j < tb {
+                    let (w, a) = (wp.add(c0 + j), ap.add(j));
+                    kn_strip::<V, E, R, C>(xp, k, w, n, rows.clone(), a, t, ahead);
+                    j += C * l;
+                }
+                while j < tv {
+                    let (w, a) = (wp.add(c0 + j), ap.add(j));
+                    kn_strip::<V, E, R, 1>(xp, k, w, n, rows.clone(), a, t, ahead);
+                    j += l;
+                }
+                for j in tv..t {
+                    for r in 0..R {
+                        let a = &mut *ap.add(r * t + j);
+                        for i in rows.clone() {
+                            *a = (*wp.add(i * n + c0 + j))
+                                .widen()
+                                .mul_add(*xp.add(r * k + i), *a);
+                        }
+                    }
+                }
+                i0 = rows.end;
+            }
+        }
+    }
+
+    /// One strip of [`kn_blocked`]: `acc[r, 0..C·LANES] += Σ_{i ∈ rows} x[r, i]·W[i, 0..C·LANES]` for
+    /// `r < R`, with `w` at `W[0, strip]` (rows `n` apart) and `a` at `acc[0, strip]` (rows `t`
+    /// apart). Each line of `W` is prefetched one panel ahead.
+    ///
+    /// # Safety
+    /// The CPU has `V`'s set; `w + i·n + 0..C·LANES` readable for `i` in `rows`, `x + r·k + i`
+    /// readable and `a + r·t + 0..C·LANES` writable for `r < R`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kn_strip<V: Vector, E: Widen<V>, const R: usize, const C: usize>(
+        xp: *const f32,
+        k: usize,
+        w: *const E,
+        n: usize,
+        rows: Range<usize>,
+        a: *mut f32,
+        t: usize,
+        ahead: usize,
+    ) {
+        let l = V::LANES;
+        // SAFETY: the bounds are the caller's; prefetches only hint.
+        unsafe {
+            let mut s = [[V::zero(); C]; R];
+            for r in 0..R {
+                for c in 0..C {
+                    s[r][c] = V::load(a.add(r * t + c * l));
+                }
+            }
+            for i in rows {
+                let wr = w.add(i * n);
+                let mut v = [V::zero(); C];
+                for c in 0..C {
+                    // One prefetch per cache line of the strip (a constant condition).
+                    if (c * l * std::mem::size_of::<E>()).is_multiple_of(64) {
+                        prefetch::<true, E>(wr.add(c * l), ahead);
+                    }
+                    v[c] = E::widen_load(wr.add(c * l));
+                }
+                for r in 0..R {
+                    let xb = V::splat(*xp.add(r * k + i));
+                    for c in 0..C {
+                        s[r][c] = V::fma(v[c], xb, s[r][c]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for c in 0..C {
+                    V::store(a.add(r * t + c * l), s[r][c]);
+                }
             }
         }
     }
