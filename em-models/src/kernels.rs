@@ -1226,6 +1226,11 @@ mod simd {
         // SAFETY: forwarded from the caller.
         unsafe {
             match op {
+                // With AVX-512's 32 registers, 2..=8 rows take [`kn_blocked`] with as many column
+                // vectors per strip as the registers allow (rows × strip accumulators, a
+                // widened weight per vector and a broadcast: ≤ 30 registers). AVX2's 16 hold no
+                // useful block at 8 rows (one vector per strip read f32 at 13-16 GiB/s against
+                // [`kn`]'s 17-19), so AVX2 keeps [`kn`].
                 Op::Kn {
                     x,
                     rows,
@@ -1235,10 +1240,23 @@ mod simd {
                     c0,
                     t,
                     acc,
-                } => match rows {
-                    1 if prefetch_one => kn_one::<V, E, true>(x, k, w, n, c0, t, acc),
-                    1 => kn_one::<V, E, false>(x, k, w, n, c0, t, acc),
-                    _ => kn_rows::<V, E>(x, rows, k, w, n, c0, t, acc),
+                } => match (rows, V::REGISTERS >= 32) {
+                    (1, _) if prefetch_one => kn_one::<V, E, true>(x, k, w, n, c0, t, acc),
+                    (1, _) => kn_one::<V, E, false>(x, k, w, n, c0, t, acc),
+                    (2, true) => kn_blocked::<V, E, 2, 8>(x, k, w, n, c0, t, acc),
+                    (3, true) => kn_blocked::<V, E, 3, 6>(x, k, w, n, c0, t, acc),
+                    (4, true) => kn_blocked::<V, E, 4, 5>(x, k, w, n, c0, t, acc),
+                    (5, true) => kn_blocked::<V, E, 5, 4>(x, k, w, n, c0, t, acc),
+                    (6, true) => kn_blocked::<V, E, 6, 4>(x, k, w, n, c0, t, acc),
+                    (7, true) => kn_blocked::<V, E, 7, 3>(x, k, w, n, c0, t, acc),
+                    (_, true) => kn_blocked::<V, E, 8, 3>(x, k, w, n, c0, t, acc),
+                    (2, false) => kn::<V, E, 2>(x, k, w, n, c0, t, acc),
+                    (3, false) => kn::<V, E, 3>(x, k, w, n, c0, t, acc),
+                    (4, false) => kn::<V, E, 4>(x, k, w, n, c0, t, acc),
+                    (5, false) => kn::<V, E, 5>(x, k, w, n, c0, t, acc),
+                    (6, false) => kn::<V, E, 6>(x, k, w, n, c0, t, acc),
+                    (7, false) => kn::<V, E, 7>(x, k, w, n, c0, t, acc),
+                    (_, false) => kn::<V, E, 8>(x, k, w, n, c0, t, acc),
                 },
                 // As many streams as the registers allow: rows × streams accumulators plus a
                 // register per stream and one for `x`, ≤ 8 accumulators with AVX2's 16
@@ -1374,47 +1392,6 @@ mod simd {
                 V::store(a, s0);
                 V::store(a.add(l), s1);
                 j += 2 * l;
-            }
-        }
-    }
-
-    /// The KN product for 2..=8 rows of `x`. With AVX-512's 32 registers, [`kn_blocked`] with
-    /// as many column vectors per strip as the registers allow (`R × C` accumulators, `C`
-    /// widened weights and a broadcast: ≤ 30 registers). AVX2's 16 registers hold no useful
-    /// block at 8 rows (one vector per strip read f32 at 13-16 GiB/s against [`kn`]'s 17-19),
-    /// so AVX2 keeps [`kn`].
-    ///
-    /// # Safety
-    /// As [`kn`]'s.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    unsafe fn kn_rows<V: Vector, E: Widen<V>>(
-        x: &[f32],
-        rows: usize,
-        k: usize,
-        w: &[E],
-        n: usize,
-        c0: usize,
-        t: usize,
-        acc: &mut [f32],
-    ) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match (rows, V::REGISTERS >= 32) {
-                (2, true) => kn_blocked::<V, E, 2, 8>(x, k, w, n, c0, t, acc),
-                (3, true) => kn_blocked::<V, E, 3, 6>(x, k, w, n, c0, t, acc),
-                (4, true) => kn_blocked::<V, E, 4, 5>(x, k, w, n, c0, t, acc),
-                (5, true) => kn_blocked::<V, E, 5, 4>(x, k, w, n, c0, t, acc),
-                (6, true) => kn_blocked::<V, E, 6, 4>(x, k, w, n, c0, t, acc),
-                (7, true) => kn_blocked::<V, E, 7, 3>(x, k, w, n, c0, t, acc),
-                (_, true) => kn_blocked::<V, E, 8, 3>(x, k, w, n, c0, t, acc),
-                (2, false) => kn::<V, E, 2>(x, k, w, n, c0, t, acc),
-                (3, false) => kn::<V, E, 3>(x, k, w, n, c0, t, acc),
-                (4, false) => kn::<V, E, 4>(x, k, w, n, c0, t, acc),
-                (5, false) => kn::<V, E, 5>(x, k, w, n, c0, t, acc),
-                (6, false) => kn::<V, E, 6>(x, k, w, n, c0, t, acc),
-                (7, false) => kn::<V, E, 7>(x, k, w, n, c0, t, acc),
-                (_, false) => kn::<V, E, 8>(x, k, w, n, c0, t, acc),
             }
         }
     }
