@@ -1436,10 +1436,9 @@ mod simd {
         // + LANES ≤ c0 + tv, or one ≤ c0 + t) ≤ n; x at r·k + i < R·k; acc at
         // r·t + j + 0..C·LANES ≤ R·t likewise.
         unsafe {
-            let mut i0 = 0;
             let panel = panel::<E>();
             let ahead = panel * n * std::mem::size_of::<E>();
-            while i0 < k {
+            for i0 in (0..k).step_by(panel) {
                 let rows = i0..(i0 + panel).min(k);
                 let mut j = 0;
                 while j < tb {
@@ -1452,24 +1451,25 @@ mod simd {
                     kn_strip::<V, E, R, 1>(xp, k, w, n, rows.clone(), a, t, ahead);
                     j += l;
                 }
-                for j in tv..t {
-                    for r in 0..R {
-                        let a = &mut *ap.add(r * t + j);
-                        for i in rows.clone() {
-                            *a = (*wp.add(i * n + c0 + j))
-                                .widen()
-                                .mul_add(*xp.add(r * k + i), *a);
-                        }
+            }
+            // The columns past the last vector, once for all k rows.
+            for j in tv..t {
+                for r in 0..R {
+                    let a = &mut *ap.add(r * t + j);
+                    for i in 0..k {
+                        *a = (*wp.add(i * n + c0 + j))
+                            .widen()
+                            .mul_add(*xp.add(r * k + i), *a);
                     }
                 }
-                i0 = rows.end;
             }
         }
     }
 
-    /// One strip of [`kn_blocked`]: `acc[r, 0..C·LANES] += Σ_{i ∈ rows} x[r, i]·W[i, 0..C·LANES]` for
-    /// `r < R`, with `w` at `W[0, strip]` (rows `n` apart) and `a` at `acc[0, strip]` (rows `t`
-    /// apart). Each line of `W` is prefetched one panel ahead.
+    /// One strip of [`kn_blocked`]:
+    /// `acc[r, 0..C·LANES] += Σ_{i ∈ rows} x[r, i]·W[i, 0..C·LANES]` for `r < R`, with `w` at
+    /// `W[0, strip]` (rows `n` apart) and `a` at `acc[0, strip]` (rows `t` apart). Each line of
+    /// `W` is prefetched `ahead` bytes (one panel) ahead.
     ///
     /// # Safety
     /// The CPU has `V`'s set; `w + i·n + 0..C·LANES` readable for `i` in `rows`, `x + r·k + i`
