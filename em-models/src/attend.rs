@@ -6,9 +6,11 @@
 //! copies the visible part of the cache out of its buffer, runs two gemm calls per head and a
 //! libm `expf` per score, ~80 µs per layer (~2 ms of a ~45 ms f16 decode step; timers around
 //! each section of the step, `generate` example, 257 tokens, #14's note). Here each (row, kv
-//! head) is one task: its query heads' scores over the row's visible keys, their softmax and
-//! the weighted sum of the values, with fixed-lane dot products and em-core's vectorizable
-//! `exp`, compiled at the CPU's SIMD width ([`em_core::fused::rows::vectorized`]).
+//! head) is one task: its query heads' scores over the row's visible keys (a product by the
+//! keys as they lie in the buffer, on [`crate::kernels`]' decode kernels), their softmax (with
+//! em-core's vectorizable `exp`, compiled at the CPU's SIMD width,
+//! [`em_core::fused::rows::vectorized`]) and the weighted sum of the values (a second product).
+//! Its speed is `cargo bench -p em-benches --bench attention`.
 //!
 //! The same mathematics as burn's attention with the layer's mask (scale `1/√head_dim`, a
 //! max-shifted softmax, masked keys excluded); only the summation order and `exp` differ, so the
@@ -20,18 +22,26 @@ use std::ops::Range;
 use burn::tensor::Tensor;
 use em_core::fused::{host_rows, rows, tensor_from_rows};
 
+use crate::kernels::{Kernels, Layout, MAX_ROWS, matmul_serial};
 use crate::model::each_chunk_mut;
 
-/// Lanes of the fixed-lane dot products (one AVX-512 register of f32).
+/// Lanes of the fixed-lane sums.
 const LANES: usize = 16;
 /// Multiply-adds of one task below which the tasks run on the calling thread (a few µs).
 const PARALLEL_WORK: usize = 1 << 15;
 
-/// Which keys a query may see: the query at absolute slot `at` of a row whose real tokens sit at
-/// `span` sees key `j` iff `span.start ≤ j ≤ at` and `j < span.end`, or `j = at` (the rule of
-/// the model's attention mask, `span_mask`).
-fn visible(span: &Range<usize>, at: usize, j: usize) -> bool {
-    (span.start <= j && j <= at && j < span.end) || j == at
+/// The keys the query at absolute slot `at` of a row whose real tokens sit at `span` may see,
+/// as at most two runs of consecutive slots, ascending: the row's tokens up to `at`, and `at`
+/// itself when that is not among them (a padding query sees only itself). The rule of the
+/// model's attention mask (`span_mask`): key `j` is visible iff `span.start ≤ j ≤ at` and
+/// `j < span.end`, or `j = at`.
+fn visible_runs(span: &Range<usize>, at: usize) -> [Range<usize>; 2] {
+    let own = span.start..span.end.min(at + 1);
+    if own.contains(&at) {
+        [own, at..at]
+    } else {
+        [own, at..at + 1]
+    }
 }
 
 /// Attention of the single new position of each row, `q: [batch, heads, 1, head_dim]`, against
@@ -39,7 +49,19 @@ fn visible(span: &Range<usize>, at: usize, j: usize) -> bool {
 /// (`[batch, kv_heads, capacity, head_dim]`), the new position at slot `total - 1`, row `b`'s
 /// real tokens at `spans[b]`. Query head `h` reads kv head `h / (heads / kv_heads)`. Returns
 /// `[batch, 1, heads · head_dim]`, or `None` where burn's attention must run (see the module).
-pub(crate) fn decode_attention(
+pub fn decode_attention(
+    q: &Tensor<4>,
+    keys: &Tensor<4>,
+    values: &Tensor<4>,
+    total: usize,
+    spans: &[Range<usize>],
+) -> Option<Tensor<3>> {
+    decode_attention_with(Kernels::detect(), q, keys, values, total, spans)
+}
+
+/// [`decode_attention`] with the given product kernels (tests run every kind the CPU has).
+pub fn decode_attention_with(
+    kernels: Kernels,
     q: &Tensor<4>,
     keys: &Tensor<4>,
     values: &Tensor<4>,
@@ -51,6 +73,7 @@ pub(crate) fn decode_attention(
     if seq != 1
         || kb != batch
         || kd != d
+        || d == 0
         || values.dims() != keys.dims()
         || kv_heads == 0
         || !heads.is_multiple_of(kv_heads)
@@ -70,78 +93,181 @@ pub(crate) fn decode_attention(
     let (qv, kv, vv) = (qh.values(), kh.values(), vh.values());
     let at = total - 1;
     let scale = 1.0 / (d as f32).sqrt();
-    // Each row's visible keys, shared by its kv heads.
-    let keys: Vec<Vec<usize>> = spans
-        .iter()
-        .map(|span| (0..total).filter(|&j| visible(span, at, j)).collect())
-        .collect();
     let mut out = vec![0f32; batch * heads * d];
     // One task per (row, kv head), split across threads when there is enough work (2
     // multiply-adds per query head, key and dimension).
     let parallel = batch * kv_heads > 1 && 2 * rep * total * d >= PARALLEL_WORK;
     each_chunk_mut(&mut out, rep * d, parallel, |index, out| {
         let (b, g) = (index / kv_heads, index % kv_heads);
-        let cache =
-            (b * kv_heads + g) * capacity * d..(b * kv_heads + g) * capacity * d + total * d;
+        let cache = (b * kv_heads + g) * capacity * d;
         let first = (b * heads + g * rep) * d;
-        rows::vectorized(Head {
-            q: &qv[first..first + rep * d],
-            k: &kv[cache.clone()],
-            v: &vv[cache],
-            keys: &keys[b],
-            d,
-            scale,
-            out,
-        });
+        let runs = visible_runs(&spans[b], at);
+        // At most `MAX_ROWS` query heads per product.
+        for (group, out) in qv[first..first + rep * d]
+            .chunks(MAX_ROWS * d)
+            .zip(out.chunks_mut(MAX_ROWS * d))
+        {
+            head_group(
+                kernels,
+                group,
+                &kv[cache..],
+                &vv[cache..],
+                &runs,
+                d,
+                scale,
+                out,
+            );
+        }
     });
     Some(tensor_from_rows(out, [batch, heads * d], &q.device()).reshape([batch, 1, heads * d]))
 }
 
-/// One (row, kv head) of [`decode_attention`]: its `rep` query heads against its keys.
-struct Head<'a> {
-    /// `[rep, d]` queries.
-    q: &'a [f32],
-    /// `[total, d]` keys and values of this kv head.
-    k: &'a [f32],
-    v: &'a [f32],
-    /// The visible keys, ascending.
-    keys: &'a [usize],
+/// Up to [`MAX_ROWS`] query heads `q: [g, d]` sharing one kv head, against its visible keys
+/// `runs` (of `keys`, `values`: `[≥ total, d]`), into `out: [g, d]` (zero on entry).
+///
+/// Both halves are products the decode kernels already run: the scores of a run are
+/// `q · K_runᵀ`, a `[g, d] × [d, n]` product with `K_run` stored `[n, d]` (the tied head's NK
+/// layout), and the output adds `P_run · V_run`, `[g, n] × [n, d]` with `V_run` stored `[n, d]`
+/// (the layers' KN layout). The kernels keep `g × streams` accumulators in registers and sum
+/// lanes once per key and head; the first version here summed sixteen lanes one after the other
+/// for every key and head, ~390 µs per layer at 2048 cached positions (the `attention` bench).
+#[allow(clippy::too_many_arguments)]
+fn head_group(
+    kernels: Kernels,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    runs: &[Range<usize>; 2],
     d: usize,
     scale: f32,
-    /// `[rep, d]` outputs.
-    out: &'a mut [f32],
+    out: &mut [f32],
+) {
+    let g = q.len() / d;
+    fn stored<'t>(t: &'t [f32], run: &Range<usize>, d: usize) -> &'t [f32] {
+        &t[run.start * d..run.end * d]
+    }
+    // `[g, n_r]` scores of each run.
+    let mut scores: Vec<Vec<f32>> = runs
+        .iter()
+        .map(|run| match run.len() {
+            0 => Vec::new(),
+            n => matmul_serial(kernels, q, g, stored(keys, run, d), Layout::NK, [d, n]),
+        })
+        .collect();
+    rows::vectorized(Softmax {
+        runs: &mut scores,
+        widths: [runs[0].len(), runs[1].len()],
+        scale,
+    });
+    for (p, run) in scores.iter().zip(runs) {
+        if !run.is_empty() {
+            let y = matmul_serial(
+                kernels,
+                p,
+                g,
+                stored(values, run, d),
+                Layout::KN,
+                [run.len(), d],
+            );
+            out.iter_mut().zip(&y).for_each(|(o, y)| *o += y);
+        }
+    }
 }
 
-impl rows::Kernel for Head<'_> {
+/// The scores of [`head_group`] (`runs[r]: [g, widths[r]]`) → each query head's softmax over
+/// all of its runs' keys, in place: `p = exp(scale·s − max) / Σ`, max-shifted as burn's op.
+struct Softmax<'a> {
+    runs: &'a mut [Vec<f32>],
+    widths: [usize; 2],
+    scale: f32,
+}
+
+impl rows::Kernel for Softmax<'_> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
-        let d = self.d;
-        let mut scores = vec![0f32; self.keys.len()];
-        for (q, out) in self.q.chunks_exact(d).zip(self.out.chunks_exact_mut(d)) {
-            for (s, &j) in scores.iter_mut().zip(self.keys) {
-                *s = dot(q, &self.k[j * d..(j + 1) * d]) * self.scale;
+        let groups = self
+            .widths
+            .iter()
+            .zip(self.runs.iter())
+            .find(|(w, _)| **w > 0)
+            .map_or(0, |(w, s)| s.len() / w);
+        for h in 0..groups {
+            let mut max = f32::NEG_INFINITY;
+            for (run, &w) in self.runs.iter_mut().zip(&self.widths) {
+                if w > 0 {
+                    let row = &mut run[h * w..(h + 1) * w];
+                    for s in row.iter_mut() {
+                        *s *= self.scale;
+                    }
+                    max = max.max(lane_max(row));
+                }
             }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
-            for s in &mut scores {
-                *s = rows::exp(*s - max);
-                sum += *s;
+            for (run, &w) in self.runs.iter_mut().zip(&self.widths) {
+                if w > 0 {
+                    let row = &mut run[h * w..(h + 1) * w];
+                    for s in row.iter_mut() {
+                        *s = rows::exp(*s - max);
+                    }
+                    sum += lane_sum(row);
+                }
             }
             let inv = 1.0 / sum;
-            for (&p, &j) in scores.iter().zip(self.keys) {
-                let p = p * inv;
-                for (o, &v) in out.iter_mut().zip(&self.v[j * d..(j + 1) * d]) {
-                    *o += p * v;
+            for (run, &w) in self.runs.iter_mut().zip(&self.widths) {
+                if w > 0 {
+                    for s in &mut run[h * w..(h + 1) * w] {
+                        *s *= inv;
+                    }
                 }
             }
         }
     }
 }
 
-/// `a · b` over [`LANES`] fixed accumulators (so it vectorizes), then the tail. Also the
-/// RmsNorm host pass's sum of squares (`dot(x, x)`).
+/// The largest of `row` (NaN-free scores), over [`LANES`] lanes.
+#[inline(always)]
+fn lane_max(row: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            m[l] = m[l].max(c[l]);
+        }
+    }
+    for (l, &x) in chunks.remainder().iter().enumerate() {
+        m[l] = m[l].max(x);
+    }
+    let mut max = f32::NEG_INFINITY;
+    for x in m {
+        max = max.max(x);
+    }
+    max
+}
+
+/// The sum of `row` over [`LANES`] lanes, the tail into the first lanes.
+#[inline(always)]
+fn lane_sum(row: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    for (l, &x) in chunks.remainder().iter().enumerate() {
+        acc[l] += x;
+    }
+    let mut sum = 0f32;
+    for x in acc {
+        sum += x;
+    }
+    sum
+}
+
+/// `a · b` over [`LANES`] fixed accumulators (so it vectorizes), then the tail. The RmsNorm
+/// host pass's sum of squares (`dot(x, x)`).
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
@@ -169,6 +295,11 @@ mod tests {
     use burn::tensor::{Bool, Device, Tensor, TensorData};
 
     use super::*;
+
+    /// The mask rule key by key (`span_mask`): the oracle for [`visible_runs`] and the twin.
+    fn visible(span: &Range<usize>, at: usize, j: usize) -> bool {
+        (span.start <= j && j <= at && j < span.end) || j == at
+    }
 
     fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
         crate::testing::normal_tensor(shape, seed, device)
@@ -225,13 +356,17 @@ mod tests {
         // (batch, heads, kv heads, head_dim, capacity, total, spans): grouped, plain and
         // single-kv-head attention, a head width that is not a multiple of the lanes, left
         // padding, a row whose query is padding (it sees only itself), and enough work to
-        // take the parallel split.
+        // take the parallel split; every kind of product kernel this CPU has.
         type Case = (usize, usize, usize, usize, usize, usize, Vec<Range<usize>>);
         let cases: Vec<Case> = vec![
             (1, 14, 2, 64, 300, 257, vec![0..257]),
             (2, 4, 4, 24, 16, 9, vec![3..9, 0..9]),
             (3, 6, 1, 40, 32, 12, vec![0..12, 5..12, 12..12]),
             (8, 14, 2, 64, 200, 130, (0..8).map(|b| b * 7..130).collect()),
+            // a head width of one lane vector, ragged stream and panel ends
+            (2, 3, 3, 16, 90, 85, vec![0..85, 19..85]),
+            // more query heads per kv head than one product takes (two groups: 8 + 3)
+            (2, 22, 2, 32, 50, 41, vec![0..41, 30..40]),
         ];
         for (seed, (batch, heads, kv_heads, d, capacity, total, spans)) in
             cases.into_iter().enumerate()
@@ -240,17 +375,38 @@ mod tests {
             let q = random([batch, heads, 1, d], seed, &device);
             let keys = random([batch, kv_heads, capacity, d], seed + 1, &device);
             let values = random([batch, kv_heads, capacity, d], seed + 2, &device);
-            let got = decode_attention(&q, &keys, &values, total, &spans)
-                .expect("plain f32 flex tensors take the host path");
-            assert_eq!(got.dims(), [batch, 1, heads * d]);
-            let got: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
             let want = twin(&q, &keys, &values, total, &spans);
-            let diff = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(diff < 1e-5, "case {seed}: max |host − burn| = {diff:e}");
+            for kernels in Kernels::available() {
+                let got = decode_attention_with(kernels, &q, &keys, &values, total, &spans)
+                    .expect("plain f32 flex tensors take the host path");
+                assert_eq!(got.dims(), [batch, 1, heads * d]);
+                let got: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
+                let diff = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                let name = kernels.name();
+                assert!(
+                    diff < 1e-5,
+                    "case {seed}, {name}: max |host − burn| = {diff:e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn visible_runs_list_the_masks_keys() {
+        for total in 1..12 {
+            let at = total - 1;
+            for start in 0..=total {
+                for end in start..=total {
+                    let span = start..end;
+                    let want: Vec<usize> = (0..total).filter(|&j| visible(&span, at, j)).collect();
+                    let got: Vec<usize> = visible_runs(&span, at).into_iter().flatten().collect();
+                    assert_eq!(got, want, "span {span:?}, at {at}");
+                }
+            }
         }
     }
 

@@ -299,6 +299,29 @@ pub fn matmul_rows_all(
         .collect()
 }
 
+/// [`matmul_rows`] for f32 weights on the calling thread, without a split between rayon's
+/// threads: for callers that are already one task of a parallel pass (decode attention's
+/// (row, kv head) tasks multiply by their own keys and values).
+///
+/// # Panics
+/// As [`matmul_rows`].
+pub(crate) fn matmul_serial(
+    kernels: Kernels,
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    layout: Layout,
+    [k, n]: [usize; 2],
+) -> Vec<f32> {
+    assert!(
+        (1..=MAX_ROWS).contains(&rows),
+        "rows {rows} not in 1..={MAX_ROWS}"
+    );
+    assert_eq!(x.len(), rows * k, "x is not [rows, k]");
+    assert_eq!(w.len(), k * n, "weights are not [k, n]");
+    columns(kernels, x, rows, w, layout, [k, n], 0..n)
+}
+
 /// `[rows, n]` as the sum of `part(k0..k1)` (each a partial product `[rows, n]` over rows
 /// `k0..k1` of `W`) over blocks of `block` rows, one rayon task per block.
 fn by_row_blocks(
