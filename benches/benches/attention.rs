@@ -20,6 +20,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use em_models::attend::decode_attention;
+use em_models::kernels::Kernels;
 
 const HEADS: usize = 14;
 const KV_HEADS: usize = 2;
@@ -35,6 +36,7 @@ fn normal(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
 
 fn bench(c: &mut Criterion) {
     let device = Device::flex();
+    let kernels = Kernels::detect();
     let mut host = c.benchmark_group("cpu/decode_attention");
     host.sample_size(20)
         .measurement_time(Duration::from_secs(4));
@@ -51,7 +53,7 @@ fn bench(c: &mut Criterion) {
             let id = format!("t{total}_b{batch}");
             host.throughput(Throughput::Bytes(bytes));
             host.bench_function(BenchmarkId::from_parameter(&id), |b| {
-                b.iter(|| decode_attention(&q, &keys, &values, total, &spans).unwrap())
+                b.iter(|| decode_attention(kernels, &q, &keys, &values, total, &spans).unwrap())
             });
             cases.push((id, bytes, q, keys, values, total));
         }

@@ -49,18 +49,8 @@ fn visible_runs(span: &Range<usize>, at: usize) -> [Range<usize>; 2] {
 /// (`[batch, kv_heads, capacity, head_dim]`), the new position at slot `total - 1`, row `b`'s
 /// real tokens at `spans[b]`. Query head `h` reads kv head `h / (heads / kv_heads)`. Returns
 /// `[batch, 1, heads · head_dim]`, or `None` where burn's attention must run (see the module).
+/// `kernels` runs the two products ([`Kernels::detect`] for this CPU's fastest).
 pub fn decode_attention(
-    q: &Tensor<4>,
-    keys: &Tensor<4>,
-    values: &Tensor<4>,
-    total: usize,
-    spans: &[Range<usize>],
-) -> Option<Tensor<3>> {
-    decode_attention_with(Kernels::detect(), q, keys, values, total, spans)
-}
-
-/// [`decode_attention`] with the given product kernels (tests run every kind the CPU has).
-pub fn decode_attention_with(
     kernels: Kernels,
     q: &Tensor<4>,
     keys: &Tensor<4>,
@@ -377,7 +367,7 @@ mod tests {
             let values = random([batch, kv_heads, capacity, d], seed + 2, &device);
             let want = twin(&q, &keys, &values, total, &spans);
             for kernels in Kernels::available() {
-                let got = decode_attention_with(kernels, &q, &keys, &values, total, &spans)
+                let got = decode_attention(kernels, &q, &keys, &values, total, &spans)
                     .expect("plain f32 flex tensors take the host path");
                 assert_eq!(got.dims(), [batch, 1, heads * d]);
                 let got: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
@@ -416,12 +406,14 @@ mod tests {
         let q = random([1, 4, 2, 8], 1, &device);
         let keys = random([1, 2, 8, 8], 2, &device);
         // two new positions, a total beyond the buffer, a span per row missing
-        assert!(decode_attention(&q, &keys, &keys, 4, &[0..4]).is_none());
+        assert!(decode_attention(Kernels::detect(), &q, &keys, &keys, 4, &[0..4]).is_none());
         let q = q.slice([0..1, 0..4, 0..1, 0..8]);
-        assert!(decode_attention(&q, &keys, &keys, 9, &[0..9]).is_none());
-        assert!(decode_attention(&q, &keys, &keys, 4, &[]).is_none());
-        assert!(decode_attention(&q, &keys, &keys, 4, &[0..4]).is_some());
+        assert!(decode_attention(Kernels::detect(), &q, &keys, &keys, 9, &[0..9]).is_none());
+        assert!(decode_attention(Kernels::detect(), &q, &keys, &keys, 4, &[]).is_none());
+        assert!(decode_attention(Kernels::detect(), &q, &keys, &keys, 4, &[0..4]).is_some());
         let f64_keys = keys.clone().cast(burn::tensor::DType::F64);
-        assert!(decode_attention(&q, &f64_keys, &f64_keys, 4, &[0..4]).is_none());
+        assert!(
+            decode_attention(Kernels::detect(), &q, &f64_keys, &f64_keys, 4, &[0..4]).is_none()
+        );
     }
 }

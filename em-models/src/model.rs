@@ -258,7 +258,14 @@ impl Attention {
             // Decoding: on the CPU, attention over the cache's buffers in place; elsewhere
             // burn's op on grouped query rows.
             if let Some((keys, values)) = &buffers
-                && let Some(out) = attend::decode_attention(&q, keys, values, total, &inputs.spans)
+                && let Some(out) = attend::decode_attention(
+                    kernels::Kernels::detect(),
+                    &q,
+                    keys,
+                    values,
+                    total,
+                    &inputs.spans,
+                )
             {
                 return project(&self.o_proj, out);
             }
