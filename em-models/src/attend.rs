@@ -1,16 +1,19 @@
-//! Decode attention on the host: one new position per row, read against the KV cache's buffers
-//! in place, for plain f32 tensors on flex (the CPU).
+//! Attention over the KV cache on the host: the new positions of each row (one when decoding,
+//! the prompt when prefilling), read against the cache's buffers in place, for plain f32
+//! tensors on flex (the CPU).
 //!
 //! Why: a decode step's attention is tiny (at 256 cached positions of the 0.5B model, 14 query
 //! rows × 256 keys × 64 per layer) but burn-flex's attention pays for it as a general op: it
 //! copies the visible part of the cache out of its buffer, runs two gemm calls per head and a
 //! libm `expf` per score, ~80 µs per layer (~2 ms of a ~45 ms f16 decode step; timers around
-//! each section of the step, `generate` example, 257 tokens, #14's note). Here each (row, kv
-//! head) is one task: its query heads' scores over the row's visible keys (a product by the
-//! keys as they lie in the buffer, on [`crate::kernels`]' decode kernels), their softmax (with
-//! em-core's vectorizable `exp`, compiled at the CPU's SIMD width,
-//! [`em_core::fused::rows::vectorized`]) and the weighted sum of the values (a second product).
-//! Its speed is `cargo bench -p em-benches --bench attention`.
+//! each section of the step, `generate` example, 257 tokens, #14's note); a prefill repeats the
+//! kv heads for every query head and computes the whole `[seq, total]` square of scores, half
+//! of it masked. Here each (row, position, kv head) is one task: its query heads' scores over
+//! the keys that position sees (a product by the keys as they lie in the buffer, on
+//! [`crate::kernels`]' decode kernels), their softmax (with em-core's vectorizable `exp`,
+//! compiled at the CPU's SIMD width, [`em_core::fused::rows::vectorized`]) and the weighted sum
+//! of the values (a second product). Its speed is `cargo bench -p em-benches --bench
+//! attention`.
 //!
 //! The same mathematics as burn's attention with the layer's mask (scale `1/√head_dim`, a
 //! max-shifted softmax, masked keys excluded); only the summation order and `exp` differ, so the
@@ -44,13 +47,19 @@ fn visible_runs(span: &Range<usize>, at: usize) -> [Range<usize>; 2] {
     }
 }
 
-/// Attention of the single new position of each row, `q: [batch, heads, 1, head_dim]`, against
-/// the first `total` positions of the cache buffers `keys`, `values`
-/// (`[batch, kv_heads, capacity, head_dim]`), the new position at slot `total - 1`, row `b`'s
-/// real tokens at `spans[b]`. Query head `h` reads kv head `h / (heads / kv_heads)`. Returns
-/// `[batch, 1, heads · head_dim]`, or `None` where burn's attention must run (see the module).
-/// `kernels` runs the two products ([`Kernels::detect`] for this CPU's fastest).
-pub fn decode_attention(
+/// Attention of the `seq` new positions of each row, `q: [batch, heads, seq, head_dim]` (one
+/// when decoding, the prompt when prefilling), against the first `total` positions of the
+/// cache buffers `keys`, `values` (`[batch, kv_heads, capacity, head_dim]`), the new positions
+/// at slots `total - seq..total`, row `b`'s real tokens at `spans[b]`; each query sees the keys
+/// the model's mask lets it see (causal within its row's span, [`visible_runs`]). Query head
+/// `h` reads kv head `h / (heads / kv_heads)`. Returns `[batch, seq, heads · head_dim]`, or
+/// `None` where burn's attention must run (see the module). `kernels` runs the two products
+/// ([`Kernels::detect`] for this CPU's fastest).
+///
+/// One task per (row, position, kv head): a position's query heads share its keys, so a prefill
+/// is `seq` decode steps' attention, each over its own causal prefix only (burn's masked op
+/// computes every score of the `[seq, total]` square and masks half of them).
+pub fn cache_attention(
     kernels: Kernels,
     q: &Tensor<4>,
     keys: &Tensor<4>,
@@ -60,14 +69,14 @@ pub fn decode_attention(
 ) -> Option<Tensor<3>> {
     let [batch, heads, seq, d] = q.dims();
     let [kb, kv_heads, capacity, kd] = keys.dims();
-    if seq != 1
+    if seq == 0
+        || seq > total
         || kb != batch
         || kd != d
         || d == 0
         || values.dims() != keys.dims()
         || kv_heads == 0
         || !heads.is_multiple_of(kv_heads)
-        || total == 0
         || total > capacity
         || spans.len() != batch
     {
@@ -76,24 +85,32 @@ pub fn decode_attention(
     let rep = heads / kv_heads;
     let flat = |t: &Tensor<4>, n: usize| host_rows(&t.clone().reshape([n, d]));
     let (qh, kh, vh) = (
-        flat(q, batch * heads)?,
+        flat(q, batch * heads * seq)?,
         flat(keys, batch * kv_heads * capacity)?,
         flat(values, batch * kv_heads * capacity)?,
     );
     let (qv, kv, vv) = (qh.values(), kh.values(), vh.values());
-    let at = total - 1;
+    let start = total - seq;
     let scale = 1.0 / (d as f32).sqrt();
-    let mut out = vec![0f32; batch * heads * d];
-    // One task per (row, kv head), split across threads when there is enough work (2
-    // multiply-adds per query head, key and dimension).
-    let parallel = batch * kv_heads > 1 && 2 * rep * total * d >= PARALLEL_WORK;
+    let mut out = vec![0f32; batch * seq * heads * d];
+    // Split across threads when there is enough work (2 multiply-adds per query head, visible
+    // key and dimension, ~half the keys when prefilling).
+    let keys_seen = if seq == 1 { total } else { total - seq / 2 };
+    let tasks = batch * seq * kv_heads;
+    let parallel = tasks > 1 && 2 * heads * batch * seq * keys_seen * d >= PARALLEL_WORK * kv_heads;
     each_chunk_mut(&mut out, rep * d, parallel, |index, out| {
-        let (b, g) = (index / kv_heads, index % kv_heads);
+        let (bs, g) = (index / kv_heads, index % kv_heads);
+        let (b, s) = (bs / seq, bs % seq);
         let cache = (b * kv_heads + g) * capacity * d;
-        let first = (b * heads + g * rep) * d;
-        let runs = visible_runs(&spans[b], at);
+        // The position's query heads of this kv head, `[rep, d]` (`seq` rows apart in `q`).
+        let mut queries = Vec::with_capacity(rep * d);
+        for h in g * rep..(g + 1) * rep {
+            let row = ((b * heads + h) * seq + s) * d;
+            queries.extend_from_slice(&qv[row..row + d]);
+        }
+        let runs = visible_runs(&spans[b], start + s);
         // At most `MAX_ROWS` query heads per product.
-        for (group, out) in qv[first..first + rep * d]
+        for (group, out) in queries
             .chunks(MAX_ROWS * d)
             .zip(out.chunks_mut(MAX_ROWS * d))
         {
@@ -109,7 +126,13 @@ pub fn decode_attention(
             );
         }
     });
-    Some(tensor_from_rows(out, [batch, heads * d], &q.device()).reshape([batch, 1, heads * d]))
+    Some(
+        tensor_from_rows(out, [batch * seq, heads * d], &q.device()).reshape([
+            batch,
+            seq,
+            heads * d,
+        ]),
+    )
 }
 
 /// Up to [`MAX_ROWS`] query heads `q: [g, d]` sharing one kv head, against its visible keys
@@ -304,7 +327,7 @@ mod tests {
         total: usize,
         spans: &[Range<usize>],
     ) -> Vec<f32> {
-        let [batch, heads, _, d] = q.dims();
+        let [batch, heads, seq, d] = q.dims();
         let kv_heads = keys.dims()[1];
         let rep = heads / kv_heads;
         let device = q.device();
@@ -317,11 +340,14 @@ mod tests {
         };
         let mask: Vec<bool> = spans
             .iter()
-            .flat_map(|s| (0..total).map(move |j| !visible(s, total - 1, j)))
+            .flat_map(|span| {
+                (total - seq..total)
+                    .flat_map(move |at| (0..total).map(move |j| !visible(span, at, j)))
+            })
             .collect();
         let mask =
-            Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, 1, total]), &device)
-                .expand([batch, heads, 1, total]);
+            Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, seq, total]), &device)
+                .expand([batch, heads, seq, total]);
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
@@ -335,41 +361,66 @@ mod tests {
             None,
             options,
         )
+        .swap_dims(1, 2)
         .into_data()
         .try_to_vec::<f32>()
         .unwrap()
     }
 
     #[test]
-    fn decode_attention_matches_burns_attention() {
+    fn cache_attention_matches_burns_attention() {
         let device = Device::flex();
-        // (batch, heads, kv heads, head_dim, capacity, total, spans): grouped, plain and
-        // single-kv-head attention, a head width that is not a multiple of the lanes, left
-        // padding, a row whose query is padding (it sees only itself), and enough work to
-        // take the parallel split; every kind of product kernel this CPU has.
-        type Case = (usize, usize, usize, usize, usize, usize, Vec<Range<usize>>);
+        // (batch, heads, kv heads, head_dim, capacity, total, new positions, spans): decoding
+        // with grouped, plain and single-kv-head attention, a head width that is not a
+        // multiple of the lanes, left padding, a row whose query is padding (it sees only
+        // itself), enough work to take the parallel split; prefills of a whole prompt and of a
+        // continuation after cached positions, with padding queries; every kind of product
+        // kernel this CPU has.
+        type Case = (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            Vec<Range<usize>>,
+        );
         let cases: Vec<Case> = vec![
-            (1, 14, 2, 64, 300, 257, vec![0..257]),
-            (2, 4, 4, 24, 16, 9, vec![3..9, 0..9]),
-            (3, 6, 1, 40, 32, 12, vec![0..12, 5..12, 12..12]),
-            (8, 14, 2, 64, 200, 130, (0..8).map(|b| b * 7..130).collect()),
+            (1, 14, 2, 64, 300, 257, 1, vec![0..257]),
+            (2, 4, 4, 24, 16, 9, 1, vec![3..9, 0..9]),
+            (3, 6, 1, 40, 32, 12, 1, vec![0..12, 5..12, 12..12]),
+            (
+                8,
+                14,
+                2,
+                64,
+                200,
+                130,
+                1,
+                (0..8).map(|b| b * 7..130).collect(),
+            ),
             // a head width of one lane vector, ragged stream and panel ends
-            (2, 3, 3, 16, 90, 85, vec![0..85, 19..85]),
+            (2, 3, 3, 16, 90, 85, 1, vec![0..85, 19..85]),
             // more query heads per kv head than one product takes (two groups: 8 + 3)
-            (2, 22, 2, 32, 50, 41, vec![0..41, 30..40]),
+            (2, 22, 2, 32, 50, 41, 1, vec![0..41, 30..40]),
+            // prefills
+            (2, 14, 2, 64, 40, 37, 37, vec![0..37, 5..37]),
+            (2, 6, 2, 24, 24, 20, 6, vec![3..20, 0..20]),
+            (1, 22, 2, 32, 70, 70, 70, vec![0..70]),
         ];
-        for (seed, (batch, heads, kv_heads, d, capacity, total, spans)) in
+        for (seed, (batch, heads, kv_heads, d, capacity, total, seq, spans)) in
             cases.into_iter().enumerate()
         {
             let seed = seed as u64 * 3;
-            let q = random([batch, heads, 1, d], seed, &device);
+            let q = random([batch, heads, seq, d], seed, &device);
             let keys = random([batch, kv_heads, capacity, d], seed + 1, &device);
             let values = random([batch, kv_heads, capacity, d], seed + 2, &device);
             let want = twin(&q, &keys, &values, total, &spans);
             for kernels in Kernels::available() {
-                let got = decode_attention(kernels, &q, &keys, &values, total, &spans)
+                let got = cache_attention(kernels, &q, &keys, &values, total, &spans)
                     .expect("plain f32 flex tensors take the host path");
-                assert_eq!(got.dims(), [batch, 1, heads * d]);
+                assert_eq!(got.dims(), [batch, seq, heads * d]);
                 let got: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
                 let diff = got
                     .iter()
@@ -403,17 +454,17 @@ mod tests {
     #[test]
     fn other_tensors_take_burns_path() {
         let device = Device::flex();
-        let q = random([1, 4, 2, 8], 1, &device);
+        let q = random([1, 4, 3, 8], 1, &device);
         let keys = random([1, 2, 8, 8], 2, &device);
-        // two new positions, a total beyond the buffer, a span per row missing
-        assert!(decode_attention(Kernels::detect(), &q, &keys, &keys, 4, &[0..4]).is_none());
+        // more new positions than cached ones, a total beyond the buffer, a span per row
+        // missing
+        assert!(cache_attention(Kernels::detect(), &q, &keys, &keys, 2, &[0..2]).is_none());
+        assert!(cache_attention(Kernels::detect(), &q, &keys, &keys, 3, &[0..3]).is_some());
         let q = q.slice([0..1, 0..4, 0..1, 0..8]);
-        assert!(decode_attention(Kernels::detect(), &q, &keys, &keys, 9, &[0..9]).is_none());
-        assert!(decode_attention(Kernels::detect(), &q, &keys, &keys, 4, &[]).is_none());
-        assert!(decode_attention(Kernels::detect(), &q, &keys, &keys, 4, &[0..4]).is_some());
+        assert!(cache_attention(Kernels::detect(), &q, &keys, &keys, 9, &[0..9]).is_none());
+        assert!(cache_attention(Kernels::detect(), &q, &keys, &keys, 4, &[]).is_none());
+        assert!(cache_attention(Kernels::detect(), &q, &keys, &keys, 4, &[0..4]).is_some());
         let f64_keys = keys.clone().cast(burn::tensor::DType::F64);
-        assert!(
-            decode_attention(Kernels::detect(), &q, &f64_keys, &f64_keys, 4, &[0..4]).is_none()
-        );
+        assert!(cache_attention(Kernels::detect(), &q, &f64_keys, &f64_keys, 4, &[0..4]).is_none());
     }
 }

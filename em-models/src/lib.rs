@@ -25,7 +25,7 @@
 //! | [`config`] | [`Qwen2Config`] (HF `config.json`, field names verbatim), [`Architecture`] |
 //! | [`model`] | [`Qwen2ForCausalLM`] (= [`LlamaForCausalLM`]), [`Logits`] |
 //! | [`kernels`] | the CPU products on flex: decode (≤ 8 rows; f32/f16/bf16 weights read in place, AVX2/AVX-512) and 16-bit prefill (weights widened to f32 in chunks, gemm) |
-//! | [`attend`] | decode attention on the host, read against the cache's buffers in place (flex, f32) |
+//! | [`attend`] | attention over the KV cache (decode and prefill) on the host, the cache's buffers read in place (flex, f32) |
 //! | [`cache`] | [`KvCache`]: pre-allocated, left-padding aware |
 //! | [`rope`] | HF "rotate half" RoPE with Llama-3 scaling, and its f64 reference twin |
 //! | [`loader`] | [`Checkpoint`] (single or sharded safetensors), [`LoadOptions`] |

@@ -254,24 +254,22 @@ impl Attention {
             None => (k, v, None),
         };
         let total = k.dims()[2];
-        if seq == 1 {
-            // Decoding: on the CPU, attention over the cache's buffers in place; elsewhere
-            // burn's op on grouped query rows.
-            if let Some((keys, values)) = &buffers
-                && let Some(out) = attend::decode_attention(
-                    kernels::Kernels::detect(),
-                    &q,
-                    keys,
-                    values,
-                    total,
-                    &inputs.spans,
-                )
-            {
-                return project(&self.o_proj, out);
-            }
-            if self.num_heads > self.num_kv_heads {
-                return project(&self.o_proj, self.decode_attention(q, k, v, inputs, total));
-            }
+        // On the CPU, attention over the cache's buffers in place (decoding and prefill alike);
+        // elsewhere burn's op, on grouped query rows when decoding.
+        if let Some((keys, values)) = &buffers
+            && let Some(out) = attend::cache_attention(
+                kernels::Kernels::detect(),
+                &q,
+                keys,
+                values,
+                total,
+                &inputs.spans,
+            )
+        {
+            return project(&self.o_proj, out);
+        }
+        if seq == 1 && self.num_heads > self.num_kv_heads {
+            return project(&self.o_proj, self.decode_attention(q, k, v, inputs, total));
         }
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let mask = inputs
