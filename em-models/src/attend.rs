@@ -30,7 +30,8 @@ use crate::model::each_chunk_mut;
 
 /// Lanes of the fixed-lane sums.
 const LANES: usize = 16;
-/// Multiply-adds of one task below which the tasks run on the calling thread (a few µs).
+/// Multiply-adds per kv head of one call below which its tasks run on the calling thread (a
+/// few µs; one task's when decoding a single row).
 const PARALLEL_WORK: usize = 1 << 15;
 
 /// The keys the query at absolute slot `at` of a row whose real tokens sit at `span` may see,
@@ -97,7 +98,7 @@ pub fn cache_attention(
     // key and dimension, ~half the keys when prefilling).
     let keys_seen = if seq == 1 { total } else { total - seq / 2 };
     let tasks = batch * seq * kv_heads;
-    let parallel = tasks > 1 && 2 * heads * batch * seq * keys_seen * d >= PARALLEL_WORK * kv_heads;
+    let parallel = tasks > 1 && 2 * rep * batch * seq * keys_seen * d >= PARALLEL_WORK;
     each_chunk_mut(&mut out, rep * d, parallel, |index, out| {
         let (bs, g) = (index / kv_heads, index % kv_heads);
         let (b, s) = (bs / seq, bs % seq);
@@ -169,7 +170,7 @@ fn head_group(
         .collect();
     rows::vectorized(Softmax {
         runs: &mut scores,
-        widths: [runs[0].len(), runs[1].len()],
+        heads: g,
         scale,
     });
     for (p, run) in scores.iter().zip(runs) {
@@ -187,11 +188,12 @@ fn head_group(
     }
 }
 
-/// The scores of [`head_group`] (`runs[r]: [g, widths[r]]`) → each query head's softmax over
-/// all of its runs' keys, in place: `p = exp(scale·s − max) / Σ`, max-shifted as burn's op.
+/// The scores of [`head_group`] (`runs[r]: [heads, n_r]`, an empty run empty) → each query
+/// head's softmax over all of its runs' keys, in place: `p = exp(scale·s − max) / Σ`,
+/// max-shifted as burn's op.
 struct Softmax<'a> {
     runs: &'a mut [Vec<f32>],
-    widths: [usize; 2],
+    heads: usize,
     scale: f32,
 }
 
@@ -200,43 +202,41 @@ impl rows::Kernel for Softmax<'_> {
 
     #[inline(always)]
     fn run(self) {
-        let groups = self
-            .widths
-            .iter()
-            .zip(self.runs.iter())
-            .find(|(w, _)| **w > 0)
-            .map_or(0, |(w, s)| s.len() / w);
-        for h in 0..groups {
+        let heads = self.heads;
+        for h in 0..heads {
             let mut max = f32::NEG_INFINITY;
-            for (run, &w) in self.runs.iter_mut().zip(&self.widths) {
-                if w > 0 {
-                    let row = &mut run[h * w..(h + 1) * w];
-                    for s in row.iter_mut() {
-                        *s *= self.scale;
-                    }
-                    max = max.max(lane_max(row));
+            for run in self.runs.iter_mut() {
+                let at = head_row(run.len(), heads, h);
+                for s in &mut run[at.clone()] {
+                    *s *= self.scale;
                 }
+                max = max.max(lane_max(&run[at]));
             }
             let mut sum = 0f32;
-            for (run, &w) in self.runs.iter_mut().zip(&self.widths) {
-                if w > 0 {
-                    let row = &mut run[h * w..(h + 1) * w];
-                    for s in row.iter_mut() {
-                        *s = rows::exp(*s - max);
-                    }
-                    sum += lane_sum(row);
+            for run in self.runs.iter_mut() {
+                let at = head_row(run.len(), heads, h);
+                for s in &mut run[at.clone()] {
+                    *s = rows::exp(*s - max);
                 }
+                sum += lane_sum(&run[at]);
             }
             let inv = 1.0 / sum;
-            for (run, &w) in self.runs.iter_mut().zip(&self.widths) {
-                if w > 0 {
-                    for s in &mut run[h * w..(h + 1) * w] {
-                        *s *= inv;
-                    }
+            for run in self.runs.iter_mut() {
+                let at = head_row(run.len(), heads, h);
+                for s in &mut run[at] {
+                    *s *= inv;
                 }
             }
         }
     }
+}
+
+/// Head `h`'s stretch of a `[heads, n]` run of `len` scores (empty for an empty run). A
+/// function, not a closure: the kernel's loops must inline all they call.
+#[inline(always)]
+fn head_row(len: usize, heads: usize, h: usize) -> Range<usize> {
+    let w = len / heads;
+    h * w..(h + 1) * w
 }
 
 /// The largest of `row` (NaN-free scores), over [`LANES`] lanes.

@@ -238,11 +238,7 @@ pub fn matmul_rows_all(
     layout: Layout,
     k: usize,
 ) -> Vec<Vec<f32>> {
-    assert!(
-        (1..=MAX_ROWS).contains(&rows),
-        "rows {rows} not in 1..={MAX_ROWS}"
-    );
-    assert_eq!(x.len(), rows * k, "x is not [rows, k]");
+    check_x(x, rows, k);
     for (weights, n) in parts {
         assert_eq!(weights.len(), k * n, "weights are not [k, n]");
     }
@@ -299,6 +295,15 @@ pub fn matmul_rows_all(
         .collect()
 }
 
+/// Asserts that `x` is `[rows, k]` with `rows` in `1..=MAX_ROWS` (the decode products' inputs).
+fn check_x(x: &[f32], rows: usize, k: usize) {
+    assert!(
+        (1..=MAX_ROWS).contains(&rows),
+        "rows {rows} not in 1..={MAX_ROWS}"
+    );
+    assert_eq!(x.len(), rows * k, "x is not [rows, k]");
+}
+
 /// [`matmul_rows`] for f32 weights on the calling thread, without a split between rayon's
 /// threads: for callers that are already one task of a parallel pass (decode attention's
 /// (row, kv head) tasks multiply by their own keys and values).
@@ -313,11 +318,7 @@ pub(crate) fn matmul_serial(
     layout: Layout,
     [k, n]: [usize; 2],
 ) -> Vec<f32> {
-    assert!(
-        (1..=MAX_ROWS).contains(&rows),
-        "rows {rows} not in 1..={MAX_ROWS}"
-    );
-    assert_eq!(x.len(), rows * k, "x is not [rows, k]");
+    check_x(x, rows, k);
     assert_eq!(w.len(), k * n, "weights are not [k, n]");
     columns(kernels, x, rows, w, layout, [k, n], 0..n)
 }
