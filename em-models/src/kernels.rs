@@ -428,7 +428,23 @@ pub fn matmul_widened(
             let mut y = vec![0.0f32; rows * nc];
             let mut chunk = vec![0.0f32; nc * k];
             widen_into(weights.slice(cols.start * k..cols.end * k), &mut chunk);
-            packed::gemm(x, k, rows, k, &chunk, (1, k), nc, &mut y, false);
+            // y = x · chunkᵀ, chunk [nc, k] row-major.
+            packed::gemm(
+                [rows, k, nc],
+                packed::Strided {
+                    data: x,
+                    rs: k,
+                    cs: 1,
+                },
+                packed::Strided {
+                    data: &chunk,
+                    rs: 1,
+                    cs: k,
+                },
+                &mut y,
+                (nc, 1),
+                false,
+            );
             y
         }
     })
@@ -456,16 +472,25 @@ fn kn_widened(
         for (i, row) in (i0..i1).zip(chunk.chunks_exact_mut(nc.max(1))) {
             widen_into(weights.slice(i * n + cols.start..i * n + cols.end), row);
         }
-        // y += x[:, i0..i1] · W[i0..i1, cols]
+        // yᵀ += W[i0..i1, cols]ᵀ · x[:, i0..i1]ᵀ. The widened chunk is gemm's left operand, with
+        // unit stride along its rows: gemm packs it reading it in order, once per call. Given as
+        // the right operand (`y += x·W`) with 128 rows of `x`, gemm read it unpacked, a few
+        // columns from every one of its rows per microkernel call (strided across 5 MB), and
+        // packed `x` instead.
         packed::gemm(
-            &x[i0..],
-            k,
-            rows,
-            i1 - i0,
-            &chunk,
-            (nc, 1),
-            nc,
+            [nc, i1 - i0, rows],
+            packed::Strided {
+                data: &chunk,
+                rs: 1,
+                cs: nc,
+            },
+            packed::Strided {
+                data: &x[i0..],
+                rs: 1,
+                cs: k,
+            },
             &mut y,
+            (1, nc),
             true,
         );
     }
@@ -492,58 +517,78 @@ fn widen_into(w: Weights<'_>, out: &mut [f32]) {
 #[cfg(feature = "flex")]
 #[allow(unsafe_code)]
 mod packed {
-    /// `y (+)= x·B` on the calling thread: `x` a logical `[m, k]` matrix at `x[r·x_rs + i]`,
-    /// `y: [m, n]` row-major, `B` a logical `[k, n]` matrix at `b[i·rs + j·cs]` for
-    /// `(rs, cs) = strides`; `accumulate` adds to `y`'s values, else overwrites them.
+    /// A logical matrix stored at `data[r·rs + c·cs]` (row `r`, column `c`).
+    #[derive(Clone, Copy)]
+    pub(super) struct Strided<'a> {
+        pub data: &'a [f32],
+        pub rs: usize,
+        pub cs: usize,
+    }
+
+    /// The last index a `[rows, cols]` matrix at strides `(rs, cs)` touches, plus one.
+    fn extent([rows, cols]: [usize; 2], (rs, cs): (usize, usize)) -> usize {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+
+    /// `dst (+)= lhs·rhs` on the calling thread: `lhs` a logical `[m, k]` matrix, `rhs`
+    /// `[k, n]`, `dst` `[m, n]` at `dst[r·rs + c·cs]` for `(rs, cs) = dst_strides`;
+    /// `accumulate` adds to `dst`'s values, else overwrites them.
     ///
     /// # Panics
-    /// When a slice is shorter than its shape needs.
-    #[allow(clippy::too_many_arguments)]
+    /// When a slice is shorter than its shape needs at its strides.
     pub(super) fn gemm(
-        x: &[f32],
-        x_rs: usize,
-        m: usize,
-        k: usize,
-        b: &[f32],
-        (rs, cs): (usize, usize),
-        n: usize,
-        y: &mut [f32],
+        [m, k, n]: [usize; 3],
+        lhs: Strided<'_>,
+        rhs: Strided<'_>,
+        dst: &mut [f32],
+        dst_strides: (usize, usize),
         accumulate: bool,
     ) {
-        if m == 0 || n == 0 || k == 0 {
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            extent([m, n], dst_strides) <= dst.len(),
+            "dst shorter than [m, n] at its strides"
+        );
+        if k == 0 {
             if !accumulate {
-                y[..m * n].fill(0.0);
+                for r in 0..m {
+                    for c in 0..n {
+                        dst[r * dst_strides.0 + c * dst_strides.1] = 0.0;
+                    }
+                }
             }
             return;
         }
-        assert!(y.len() >= m * n, "y shorter than [m, n]");
         assert!(
-            (m - 1) * x_rs + k <= x.len(),
-            "x shorter than [m, k] at its stride"
+            extent([m, k], (lhs.rs, lhs.cs)) <= lhs.data.len(),
+            "lhs shorter than [m, k] at its strides"
         );
         assert!(
-            (k - 1) * rs + (n - 1) * cs < b.len(),
-            "B shorter than [k, n] at its strides"
+            extent([k, n], (rhs.rs, rhs.cs)) <= rhs.data.len(),
+            "rhs shorter than [k, n] at its strides"
         );
         let as_isize = |v: usize| isize::try_from(v).expect("stride fits isize");
-        // SAFETY: gemm reads x[r·x_rs + i] (r < m, i < k), b[i·rs + j·cs] (i < k, j < n) and
-        // reads/writes y[r·n + j] (r < m, j < n), all in bounds by the asserts above. With
-        // `read_dst` y = 1·y + 1·x·B, else y = x·B (y's old values unread).
+        // SAFETY: gemm reads lhs[r·rs + i·cs] (r < m, i < k) and rhs[i·rs + c·cs] (i < k,
+        // c < n), and reads/writes dst[r·rs + c·cs] (r < m, c < n), all in bounds by the
+        // asserts above. With `read_dst` dst = 1·dst + 1·lhs·rhs, else dst = lhs·rhs (dst's old
+        // values unread).
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 k,
-                y.as_mut_ptr(),
-                1,
-                as_isize(n),
+                dst.as_mut_ptr(),
+                as_isize(dst_strides.1),
+                as_isize(dst_strides.0),
                 accumulate,
-                x.as_ptr(),
-                1,
-                as_isize(x_rs),
-                b.as_ptr(),
-                as_isize(cs),
-                as_isize(rs),
+                lhs.data.as_ptr(),
+                as_isize(lhs.cs),
+                as_isize(lhs.rs),
+                rhs.data.as_ptr(),
+                as_isize(rhs.cs),
+                as_isize(rhs.rs),
                 1.0,
                 1.0,
                 false,
