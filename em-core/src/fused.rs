@@ -1,5 +1,6 @@
 //! Row-wise computations on plain flex (CPU) tensors: [`host_rows`] borrows a tensor's rows,
-//! [`rows`] computes on them, [`tensor_from_rows`] returns the results as tensors.
+//! [`rows`] computes on them, [`tensor_from_rows`] returns the results as tensors;
+//! [`with_pool_awake`] runs a computation of many such parallel passes on rayon's pool.
 //!
 //! [`crate::softmax_entropy`], [`crate::entropy()`] and [`crate::kept_entropy`] take this path
 //! by themselves for plain f32 flex tensors, row by row in fused passes on rayon's threads; the
@@ -215,28 +216,29 @@ pub mod rows {
     /// [`MAX_LANES`] lanes so that it vectorizes (a running maximum is one long dependency
     /// chain that LLVM keeps scalar). The same value as a running maximum but for the sign of
     /// a zero maximum, which no softmax output depends on (`exp(±0) = 1`).
+    ///
+    /// A lane keeps the first NaN it meets (`x > m` is false against a NaN `m`), so there is
+    /// one select per entry and no flag: with a separate flag per lane (`bool` or `u32`) LLVM
+    /// vectorized the loop into shuffles for every register of `z` (objdump, 2026-12-06), and
+    /// the maximum after EM-INF's Adam pass took a tenth of its time at batch 8.
     #[inline(always)]
     pub fn max_of(z: &[f32]) -> f32 {
+        #[inline(always)]
+        fn keep(m: f32, x: f32) -> f32 {
+            if x > m || x.is_nan() { x } else { m }
+        }
         let mut max = [f32::NEG_INFINITY; MAX_LANES];
-        let mut nan = [false; MAX_LANES];
         let blocks = z.chunks_exact(MAX_LANES);
         let rest = blocks.remainder();
         for block in blocks {
-            for ((m, n), &x) in max.iter_mut().zip(&mut nan).zip(block) {
-                *n |= x.is_nan();
-                *m = if x > *m { x } else { *m };
+            for (m, &x) in max.iter_mut().zip(block) {
+                *m = keep(*m, x);
             }
         }
         for &x in rest {
-            nan[0] |= x.is_nan();
-            max[0] = if x > max[0] { x } else { max[0] };
+            max[0] = keep(max[0], x);
         }
-        if nan.contains(&true) {
-            f32::NAN
-        } else {
-            max.into_iter()
-                .fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a })
-        }
+        max.into_iter().fold(f32::NEG_INFINITY, keep)
     }
 
     /// `z − max`, with −∞ clamped to `f32::MIN` (the generic path's `shifted`).
@@ -588,6 +590,71 @@ fn softmax_entropy_rows(rows: &HostRows, device: &Device) -> SoftmaxEntropy {
     }
 }
 
+/// How long a [`with_pool_awake`] poller goes on without a job to run: far above the gaps
+/// between a decode step's parallel regions (tens of µs), far below a step.
+pub const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Runs `f` on a rayon worker (in place when called from one) while every other worker of the
+/// pool polls for jobs instead of sleeping, until `f` returns: for a CPU computation made of
+/// many short parallel regions. em-models runs a flex forward pass in it, em-infer EM-INF's
+/// host path (eight regions per call at 3 steps).
+///
+/// A decode step forks a few hundred short parallel regions; between two of them a worker
+/// with nothing to steal goes to sleep within microseconds and the next region pays a futex
+/// wake-up for it (~35 k context switches over a 128-token decode of the 0.5B model). Here a
+/// poller job per other worker loops on [`rayon::yield_now`], which runs any job it can
+/// steal, so the step's jobs start at once. The pollers spin only while `f` runs and end on
+/// unwind too. A poller that lands on `f`'s own thread (it waits for its scope there) or on a
+/// thread already polling (a nested call) returns at once.
+///
+/// A poller also ends after [`POLL_IDLE`] without a job to run. A worker can pick one up while
+/// it waits inside one of `f`'s own jobs (with three or more threads a thief may steal one of
+/// `f`'s jobs before it reaches a poller); that job cannot resume under a poller that waits for
+/// `f`, so without the limit the step would deadlock; with it the job resumes after the limit.
+pub fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    thread_local!(static POLLING: Cell<bool> = const { Cell::new(false) });
+
+    /// Sets the flag when dropped: on return and on unwind alike.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    let done = AtomicBool::new(false);
+    rayon::scope(|scope| {
+        let owner = rayon::current_thread_index();
+        let done = &done;
+        for _ in 1..rayon::current_num_threads() {
+            scope.spawn(move |_| {
+                if rayon::current_thread_index() == owner || POLLING.get() {
+                    return;
+                }
+                POLLING.set(true);
+                let mut idle_since = None;
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        idle_since = None;
+                        continue;
+                    }
+                    let now = std::time::Instant::now();
+                    if now - *idle_since.get_or_insert(now) > POLL_IDLE {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                POLLING.set(false);
+            });
+        }
+        let _done = Done(done);
+        f()
+    })
+}
+
 #[cfg(all(test, feature = "flex"))]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -632,5 +699,70 @@ mod tests {
     #[should_panic(expected = "tensor_from_rows: 5 values for shape [2, 3]")]
     fn tensor_from_rows_checks_the_length() {
         super::tensor_from_rows(vec![0.0; 5], [2, 3], &Device::flex());
+    }
+
+    /// `with_pool_awake` returns `f`'s value and lets its panic through with the pollers
+    /// stopped (the scope would hang on a poller that never ends); nested and concurrent calls
+    /// on a pool of four threads, with `f`'s jobs forking further, finish with the serial sums
+    /// (a poller that blocked one of `f`'s own jobs without its idle limit would hang here).
+    #[test]
+    fn pool_awake_returns_unwinds_and_nests() {
+        use super::with_pool_awake;
+        use rayon::prelude::*;
+        assert_eq!(with_pool_awake(|| 7), 7);
+        let caught = std::panic::catch_unwind(|| with_pool_awake(|| panic!("inside")));
+        assert!(caught.is_err());
+        assert_eq!(with_pool_awake(|| 8), 8);
+
+        fn work(depth: u32, seed: u64) -> u64 {
+            if depth == 0 {
+                return (0..2000u64).map(|i| (i ^ seed).wrapping_mul(31) % 97).sum();
+            }
+            let (a, b) = rayon::join(|| work(depth - 1, seed * 3), || work(depth - 1, seed * 5));
+            let c: u64 = (0..8u64)
+                .into_par_iter()
+                .map(|i| {
+                    if i == 3 && depth == 2 {
+                        with_pool_awake(|| work(1, seed + i))
+                    } else {
+                        work(0, seed + i)
+                    }
+                })
+                .sum();
+            a.wrapping_add(b).wrapping_add(c)
+        }
+        fn serial(depth: u32, seed: u64) -> u64 {
+            if depth == 0 {
+                return (0..2000u64).map(|i| (i ^ seed).wrapping_mul(31) % 97).sum();
+            }
+            let a = serial(depth - 1, seed * 3);
+            let b = serial(depth - 1, seed * 5);
+            let c: u64 = (0..8u64)
+                .map(|i| {
+                    if i == 3 && depth == 2 {
+                        serial(1, seed + i)
+                    } else {
+                        serial(0, seed + i)
+                    }
+                })
+                .sum();
+            a.wrapping_add(b).wrapping_add(c)
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .expect("a test pool");
+        std::thread::scope(|threads| {
+            for caller in 0..3u64 {
+                let pool = &pool;
+                threads.spawn(move || {
+                    for round in 0..20u64 {
+                        let seed = caller * 1000 + round;
+                        let got = pool.install(|| with_pool_awake(|| work(4, seed)));
+                        assert_eq!(got, serial(4, seed), "caller {caller} round {round}");
+                    }
+                });
+            }
+        });
     }
 }

@@ -12,14 +12,17 @@
 //! host each step (to apply the threshold, count steps and stop early when every row is done).
 //! On flex, plain f32 logits take a host path instead ([`em_core::fused`]): rows and chunks of
 //! rows on rayon's threads, two passes over a row per step where the burn-op loop makes about
-//! twenty, each allocating its output. One pass computes `log p`, `p` and `p0` entry by entry
-//! from the logits and the softmax's [`Moments`](em_core::fused::rows::Moments) (never
-//! stored), the gradient, the Adam update and the updated row's maximum; the other the next
-//! softmax's sums. Both run at the CPU's widest SIMD width
-//! ([`em_core::fused::rows::vectorized`]), and Adam's moments live in buffers reused across
-//! calls. The arithmetic is the same f32 arithmetic in the same order; only the softmax's sums
-//! (f64 there; the entropy follows from them, [`Moments::written_entropy`]) and its `exp`
-//! (em-core's vectorized one, at most an ulp from libm's) differ (see [`em_core::fused`]).
+//! twenty, each allocating its output. One pass computes `log p` and `p` entry by entry from
+//! the logits and the softmax's [`Moments`](em_core::fused::rows::Moments) (never stored),
+//! the gradient, the Adam update and the updated row's maximum; the other the next softmax's
+//! sums. `p0` is computed once, in the first step's pass, and read back in the later ones
+//! (which then never read `z0`). Both passes run at the CPU's widest SIMD width
+//! ([`em_core::fused::rows::vectorized`]), and Adam's moments and `p0` live in buffers reused
+//! across calls. The arithmetic is the same f32 arithmetic in the same order but for three
+//! things: the softmax's sums (f64 there; the entropy follows from them,
+//! [`Moments::written_entropy`]), its `exp` (em-core's vectorized one, at most an ulp from
+//! libm's; see [`em_core::fused`]), and Adam's `√v / c₂` (here `√v · (1/c₂)`, one rounding
+//! more and one division less: within 2 ulps).
 //!
 //! [`Moments::written_entropy`]: em_core::fused::rows::Moments::written_entropy
 //!
@@ -118,7 +121,9 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
     config.validate()?;
     let z0 = compute_rows(logits)?;
     if let Some(rows) = host_rows(&z0) {
-        return em_inf_host(&z0, &rows, config, step);
+        // Eight parallel regions per call at 3 steps: from a thread outside rayon's pool each
+        // would wake the workers again (see `with_pool_awake`).
+        return em_core::fused::with_pool_awake(|| em_inf_host(&z0, &rows, config, step));
     }
     let batch = z0.dims()[0];
     // One softmax per step (log p, p and the [batch, 1] entropy column) serves the threshold
@@ -209,12 +214,12 @@ fn em_inf_host(
     }
     // Every row has its moments (a row without them has a NaN entropy, rejected above).
     let initial: Vec<rows::Moments> = initial.into_iter().flatten().collect();
-    let mut z = z0.values().to_vec();
+    // The copy that becomes the output, on every thread (a lone `to_vec` was 4% at batch 8).
+    let mut z: Vec<f32> = z0.values().par_iter().copied().collect();
     let runs: Vec<RowRun> = z
         .par_chunks_mut(width)
-        .zip(z0.values().par_chunks(width))
         .zip(initial.par_iter())
-        .map(|((z, z0), &initial)| em_inf_row(z, z0, initial, config))
+        .map(|(z, &initial)| em_inf_row(z, initial, config))
         .collect();
     // The earliest step at which a row turned non-finite, the first such row: the error the
     // burn-op loop reports (it checks every row after every step).
@@ -241,13 +246,15 @@ struct RowRun {
     non_finite_after: Option<usize>,
 }
 
-/// The Adam steps of one row `z` (a copy of `z0`, updated in place) from the initial softmax's
-/// [`rows::Moments`]: the burn-op loop of [`em_inf`] for that row, in the same f32 operations.
+/// The Adam steps of one row `z` (`z0` on entry, updated in place) from the initial softmax's
+/// [`rows::Moments`]: the burn-op loop of [`em_inf`] for that row, in the same f32 operations
+/// (but for `√v / c₂`, see the module docs).
 ///
-/// Two passes per step: one computes `log p`, `p` and `p0` entry by entry from the logits and
-/// the moments (the values [`rows::softmax_entropy`] would store), the gradient, Adam's update
-/// and the updated row's maximum; the other the next moments from that maximum.
-fn em_inf_row(z: &mut [f32], z0: &[f32], initial: rows::Moments, config: &EmInfConfig) -> RowRun {
+/// Two passes per step: one computes `log p` and `p` entry by entry from the logits and the
+/// moments (the values [`rows::softmax_entropy`] would store), the gradient, Adam's update
+/// and the updated row's maximum; the other the next moments from that maximum. The first
+/// step's `p` is `p0`, which that pass stores for the later ones.
+fn em_inf_row(z: &mut [f32], initial: rows::Moments, config: &EmInfConfig) -> RowRun {
     let mut run = RowRun {
         steps: 0,
         non_finite_after: None,
@@ -256,11 +263,10 @@ fn em_inf_row(z: &mut [f32], z0: &[f32], initial: rows::Moments, config: &EmInfC
         // No step: nothing to allocate.
         return run;
     }
-    // Adam's moments, written before they are read.
-    let [mut m, mut v] = [(); 2].map(|()| Scratch::take(z.len()));
+    // Adam's moments and p0, written (by the first step) before they are read.
+    let [mut m, mut v, mut p0] = [(); 3].map(|()| Scratch::take(z.len()));
     // The scalars as burn's f32 ops see them (a scalar operand is cast to the tensor's dtype).
     let mut adam = AdamStep {
-        softmax0: Softmax::of(&initial),
         softmax: Softmax::of(&initial),
         kl_weight: config.kl_weight as f32,
         beta1: ADAM_BETA1 as f32,
@@ -269,7 +275,7 @@ fn em_inf_row(z: &mut [f32], z0: &[f32], initial: rows::Moments, config: &EmInfC
         keep2: (1.0 - ADAM_BETA2) as f32,
         eps: ADAM_EPS as f32,
         step_size: 0.0,
-        v_correction: 0.0,
+        v_scale: 0.0,
     };
     for t in 1..=config.n_grad_steps {
         if f64::from(adam.softmax.h) < config.threshold {
@@ -277,17 +283,21 @@ fn em_inf_row(z: &mut [f32], z0: &[f32], initial: rows::Moments, config: &EmInfC
         }
         run.steps += 1;
         adam.step_size = (config.learning_rate / (1.0 - ADAM_BETA1.powi(t as i32))) as f32;
-        adam.v_correction = (1.0 - ADAM_BETA2.powi(t as i32)).sqrt() as f32;
+        // burn's f32 `√v / c₂` divides by the rounded c₂; this multiplies by its reciprocal.
+        adam.v_scale = 1.0 / (1.0 - ADAM_BETA2.powi(t as i32)).sqrt() as f32;
         // In chunks on rayon's threads (elementwise: the result does not depend on the split;
         // the chunks' maxima are combined in chunk order).
         let state = m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK));
-        let chunks = z.par_chunks_mut(CHUNK).zip(z0.par_chunks(CHUNK)).zip(state);
+        let chunks = z
+            .par_chunks_mut(CHUNK)
+            .zip(p0.par_chunks_mut(CHUNK))
+            .zip(state);
         let maxima = chunks
-            .map(|((z, z0), (m, v))| {
+            .map(|((z, p0), (m, v))| {
                 if t == 1 {
-                    rows::vectorized(AdamChunk::<true>(&adam, z, z0, m, v))
+                    rows::vectorized(AdamChunk::<true>(&adam, z, p0, m, v))
                 } else {
-                    rows::vectorized(AdamChunk::<false>(&adam, z, z0, m, v))
+                    rows::vectorized(AdamChunk::<false>(&adam, z, p0, m, v))
                 }
             })
             .collect();
@@ -333,11 +343,9 @@ impl Softmax {
     }
 }
 
-/// One Adam step's scalars, in f32 as burn's ops see them, with the initial softmax and the
-/// current one.
+/// One Adam step's scalars, in f32 as burn's ops see them, with the current softmax.
 #[derive(Clone, Copy)]
 struct AdamStep {
-    softmax0: Softmax,
     softmax: Softmax,
     kl_weight: f32,
     beta1: f32,
@@ -346,15 +354,16 @@ struct AdamStep {
     keep2: f32,
     eps: f32,
     step_size: f32,
-    v_correction: f32,
+    /// `1 / c₂`, `c₂ = √(1 − β2ᵗ)`.
+    v_scale: f32,
 }
 
 /// One chunk of an Adam step ([`AdamStep::update`]) and the updated chunk's maximum (NaN if
-/// it holds a NaN), as [`rows::vectorized`] runs it: `(step, z, z0, m, v)`.
+/// it holds a NaN), as [`rows::vectorized`] runs it: `(step, z, p0, m, v)`.
 struct AdamChunk<'a, const FIRST: bool>(
     &'a AdamStep,
     &'a mut [f32],
-    &'a [f32],
+    &'a mut [f32],
     &'a mut [f32],
     &'a mut [f32],
 );
@@ -364,51 +373,56 @@ impl<const FIRST: bool> rows::Kernel for AdamChunk<'_, FIRST> {
 
     #[inline(always)]
     fn run(self) -> f32 {
-        let Self(adam, z, z0, m, v) = self;
-        adam.update::<FIRST>(z, z0, m, v);
+        let Self(adam, z, p0, m, v) = self;
+        adam.update::<FIRST>(z, p0, m, v);
         rows::max_of(z)
     }
 }
 
 impl AdamStep {
     /// The gradient `−p ⊙ (log p + H) + λ·(p − p0)` and Adam's update of `z`, `m` and `v` over
-    /// one chunk. `FIRST`: the first step, where `z` still equals `z0` (so `p` is `p0`) and
-    /// the moments are Adam's initial zeros (burn's loop starts from zero tensors): `m`, `v`
-    /// are written without being read, `0·β + x` as there.
+    /// one chunk. `FIRST`: the first step, where `z` still equals `z0` (so `p` is `p0`, which
+    /// is written to `p0` here and read there later) and the moments are Adam's initial zeros
+    /// (burn's loop starts from zero tensors): `m`, `v` are written without being read,
+    /// `0·β + x` as there.
     #[inline(always)]
-    fn update<const FIRST: bool>(&self, z: &mut [f32], z0: &[f32], m: &mut [f32], v: &mut [f32]) {
+    fn update<const FIRST: bool>(
+        &self,
+        z: &mut [f32],
+        p0: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) {
         let h = self.softmax.h;
         let state = m.iter_mut().zip(v.iter_mut());
-        for ((z, &z0), (m, v)) in z.iter_mut().zip(z0).zip(state) {
-            let (log_p0, p0) = self.softmax0.at(z0);
-            let (log_p, p) = if FIRST {
-                (log_p0, p0)
-            } else {
-                self.softmax.at(*z)
-            };
-            let grad = -(p * (log_p + h)) + (p - p0) * self.kl_weight;
+        for ((z, p0), (m, v)) in z.iter_mut().zip(p0.iter_mut()).zip(state) {
+            let (log_p, p) = self.softmax.at(*z);
+            if FIRST {
+                *p0 = p;
+            }
+            let grad = -(p * (log_p + h)) + (p - *p0) * self.kl_weight;
             let (m_prev, v_prev) = if FIRST { (0.0, 0.0) } else { (*m, *v) };
             *m = m_prev * self.beta1 + grad * self.keep1;
             *v = v_prev * self.beta2 + grad * grad * self.keep2;
-            *z -= *m / (v.sqrt() / self.v_correction + self.eps) * self.step_size;
+            *z -= *m / (v.sqrt() * self.v_scale + self.eps) * self.step_size;
         }
     }
 }
 
-/// A row-long f32 buffer for [`em_inf_row`] (Adam's moments), taken from a small pool shared
+/// A row-long f32 buffer for [`em_inf_row`] (Adam's moments, `p0`), taken from a small pool shared
 /// by all calls and given back when dropped, its contents unspecified.
 ///
-/// Why: at Qwen2.5's vocabulary a row's two buffers are 1.2 MB, and a fresh allocation that
+/// Why: at Qwen2.5's vocabulary a row's three buffers are 1.8 MB, and a fresh allocation that
 /// large is a fresh mapping from the kernel whose every page faults on first write (with four
 /// such buffers, about a fifth of EM-INF's time at batch 8). The pool keeps at most
-/// [`Scratch::KEPT`] buffers (about 20 MB at that width).
+/// [`Scratch::KEPT`] buffers (about 29 MB at that width).
 struct Scratch(Vec<f32>);
 
 static SCRATCH: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 
 impl Scratch {
-    /// Buffers the pool keeps: two per row of a batch of 16.
-    const KEPT: usize = 32;
+    /// Buffers the pool keeps: three per row of a batch of 16.
+    const KEPT: usize = 48;
 
     fn take(n: usize) -> Self {
         let pooled = SCRATCH.lock().ok().and_then(|mut pool| pool.pop());

@@ -542,11 +542,11 @@ impl Qwen2ForCausalLM {
         // of the 0.5B model. Run on a worker, the step forks from it instead: ~4× fewer
         // switches, and f16 decode +15-23% on a 2-core VM (#14's note); the other workers
         // poll for the step's jobs rather than fall asleep between regions
-        // ([`with_pool_awake`]). A caller already on the pool runs in place. Other devices
-        // keep the caller's thread (their streams).
+        // ([`em_core::fused::with_pool_awake`]). A caller already on the pool runs in place.
+        // Other devices keep the caller's thread (their streams).
         #[cfg(feature = "flex")]
         if self.device() == Device::flex() {
-            return with_pool_awake(|| self.forward_here(ids, cache, logits));
+            return em_core::fused::with_pool_awake(|| self.forward_here(ids, cache, logits));
         }
         self.forward_here(ids, cache, logits)
     }
@@ -651,71 +651,6 @@ pub(crate) fn biases(config: &Qwen2Config, arch: Architecture) -> (bool, bool) {
     (config.qkv_bias(arch), config.o_bias(arch))
 }
 
-/// How long a [`with_pool_awake`] poller goes on without a job to run: far above the gaps
-/// between a decode step's parallel regions (tens of µs), far below a step.
-#[cfg(feature = "flex")]
-const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// Runs `f` on a rayon worker (in place when called from one) while every other worker of the
-/// pool polls for jobs instead of sleeping, until `f` returns.
-///
-/// A decode step forks a few hundred short parallel regions; between two of them a worker
-/// with nothing to steal goes to sleep within microseconds and the next region pays a futex
-/// wake-up for it (~35 k context switches over a 128-token decode of the 0.5B model). Here a
-/// poller job per other worker loops on [`rayon::yield_now`], which runs any job it can
-/// steal, so the step's jobs start at once. The pollers spin only while `f` runs and end on
-/// unwind too. A poller that lands on `f`'s own thread (it waits for its scope there) or on a
-/// thread already polling (a nested call) returns at once.
-///
-/// A poller also ends after [`POLL_IDLE`] without a job to run. A worker can pick one up while
-/// it waits inside one of `f`'s own jobs (with three or more threads a thief may steal one of
-/// `f`'s jobs before it reaches a poller); that job cannot resume under a poller that waits for
-/// `f`, so without the limit the step would deadlock; with it the job resumes after the limit.
-#[cfg(feature = "flex")]
-fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    thread_local!(static POLLING: Cell<bool> = const { Cell::new(false) });
-
-    /// Sets the flag when dropped: on return and on unwind alike.
-    struct Done<'a>(&'a AtomicBool);
-    impl Drop for Done<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-        }
-    }
-
-    let done = AtomicBool::new(false);
-    rayon::scope(|scope| {
-        let owner = rayon::current_thread_index();
-        let done = &done;
-        for _ in 1..rayon::current_num_threads() {
-            scope.spawn(move |_| {
-                if rayon::current_thread_index() == owner || POLLING.get() {
-                    return;
-                }
-                POLLING.set(true);
-                let mut idle_since = None;
-                while !done.load(Ordering::Acquire) {
-                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
-                        idle_since = None;
-                        continue;
-                    }
-                    let now = std::time::Instant::now();
-                    if now - *idle_since.get_or_insert(now) > POLL_IDLE {
-                        break;
-                    }
-                    std::hint::spin_loop();
-                }
-                POLLING.set(false);
-            });
-        }
-        let _done = Done(done);
-        f()
-    })
-}
-
 #[cfg(all(test, feature = "flex"))]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -804,69 +739,5 @@ mod tests {
             .forward_host(&x.clone().cast(DType::F64))
             .is_none()
         );
-    }
-
-    /// `with_pool_awake` returns `f`'s value and lets its panic through with the pollers
-    /// stopped (the scope would hang on a poller that never ends); nested and concurrent calls
-    /// on a pool of four threads, with `f`'s jobs forking further, finish with the serial sums
-    /// (a poller that blocked one of `f`'s own jobs without its idle limit would hang here).
-    #[test]
-    fn pool_awake_returns_unwinds_and_nests() {
-        use rayon::prelude::*;
-        assert_eq!(with_pool_awake(|| 7), 7);
-        let caught = std::panic::catch_unwind(|| with_pool_awake(|| panic!("inside")));
-        assert!(caught.is_err());
-        assert_eq!(with_pool_awake(|| 8), 8);
-
-        fn work(depth: u32, seed: u64) -> u64 {
-            if depth == 0 {
-                return (0..2000u64).map(|i| (i ^ seed).wrapping_mul(31) % 97).sum();
-            }
-            let (a, b) = rayon::join(|| work(depth - 1, seed * 3), || work(depth - 1, seed * 5));
-            let c: u64 = (0..8u64)
-                .into_par_iter()
-                .map(|i| {
-                    if i == 3 && depth == 2 {
-                        with_pool_awake(|| work(1, seed + i))
-                    } else {
-                        work(0, seed + i)
-                    }
-                })
-                .sum();
-            a.wrapping_add(b).wrapping_add(c)
-        }
-        fn serial(depth: u32, seed: u64) -> u64 {
-            if depth == 0 {
-                return (0..2000u64).map(|i| (i ^ seed).wrapping_mul(31) % 97).sum();
-            }
-            let a = serial(depth - 1, seed * 3);
-            let b = serial(depth - 1, seed * 5);
-            let c: u64 = (0..8u64)
-                .map(|i| {
-                    if i == 3 && depth == 2 {
-                        serial(1, seed + i)
-                    } else {
-                        serial(0, seed + i)
-                    }
-                })
-                .sum();
-            a.wrapping_add(b).wrapping_add(c)
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(4)
-            .build()
-            .expect("a test pool");
-        std::thread::scope(|threads| {
-            for caller in 0..3u64 {
-                let pool = &pool;
-                threads.spawn(move || {
-                    for round in 0..20u64 {
-                        let seed = caller * 1000 + round;
-                        let got = pool.install(|| with_pool_awake(|| work(4, seed)));
-                        assert_eq!(got, serial(4, seed), "caller {caller} round {round}");
-                    }
-                });
-            }
-        });
     }
 }
