@@ -592,7 +592,7 @@ fn softmax_entropy_rows(rows: &HostRows, device: &Device) -> SoftmaxEntropy {
 
 /// How long a [`with_pool_awake`] poller goes on without a job to run: far above the gaps
 /// between a decode step's parallel regions (tens of µs), far below a step.
-pub const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
+const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Runs `f` on a rayon worker (in place when called from one) while every other worker of the
 /// pool polls for jobs instead of sleeping, until `f` returns: for a CPU computation made of
@@ -607,10 +607,11 @@ pub const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
 /// unwind too. A poller that lands on `f`'s own thread (it waits for its scope there) or on a
 /// thread already polling (a nested call) returns at once.
 ///
-/// A poller also ends after [`POLL_IDLE`] without a job to run. A worker can pick one up while
-/// it waits inside one of `f`'s own jobs (with three or more threads a thief may steal one of
-/// `f`'s jobs before it reaches a poller); that job cannot resume under a poller that waits for
-/// `f`, so without the limit the step would deadlock; with it the job resumes after the limit.
+/// A poller also ends after 1 ms (`POLL_IDLE`) without a job to run. A worker can pick one up
+/// while it waits inside one of `f`'s own jobs (with three or more threads a thief may steal
+/// one of `f`'s jobs before it reaches a poller); that job cannot resume under a poller that
+/// waits for `f`, so without the limit the step would deadlock; with it the job resumes after
+/// the limit.
 pub fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use std::cell::Cell;
     use std::sync::atomic::{AtomicBool, Ordering};
