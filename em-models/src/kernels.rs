@@ -360,13 +360,15 @@ fn by_columns(
         .map(|start| (start, (start + width).min(n)))
         .collect();
     let parts: Vec<Vec<f32>> = ranges.par_iter().map(|&(c0, c1)| part(c0..c1)).collect();
-    let mut y = vec![0.0f32; rows * n];
-    for (&(c0, c1), part) in ranges.iter().zip(&parts) {
-        let width = c1 - c0;
-        for r in 0..rows {
-            y[r * n + c0..r * n + c1].copy_from_slice(&part[r * width..(r + 1) * width]);
+    // Row by row, each part's segment in turn: one write of `y`, without zeroing it first.
+    let mut y = Vec::with_capacity(rows * n);
+    for r in 0..rows {
+        for (&(c0, c1), part) in ranges.iter().zip(&parts) {
+            let width = c1 - c0;
+            y.extend_from_slice(&part[r * width..(r + 1) * width]);
         }
     }
+    debug_assert_eq!(y.len(), rows * n);
     y
 }
 
@@ -377,7 +379,7 @@ const CHUNK: usize = 1 << 18;
 /// ... unless that is fewer rows of `W` than this: each gemm call reads and writes all of its
 /// `y`, so a chunk must be deep enough in `k` for the products to outweigh that (a bf16
 /// prefill spent 10% more cycles in gemm's kernels with 53-row chunks for gate/up than with
-/// 256; whole-`k` column panels, the other way to split, ran 7-20% slower than this split).
+/// 256; narrow whole-`k` column panels, `CHUNK / k` columns each, ran 7-20% slower).
 #[cfg(feature = "flex")]
 const DEPTH: usize = 256;
 
@@ -388,10 +390,14 @@ const DEPTH: usize = 256;
 /// matrix, widened at a time. Same arguments and result as [`matmul_rows`], without its row
 /// limit.
 ///
-/// The chunks are contiguous in memory, so the widening is one sequential read: for row-major
-/// `[k, n]` weights up to `ROW_SPLIT_MAX_N` wide, each rayon thread takes a block of whole rows
-/// (its own partial `y`, summed at the end) and walks it a few rows at a time; otherwise (the
-/// untied head, or `[n, k]` weights) each task takes a range of whole output columns.
+/// Each rayon task takes a range of whole output columns, so it writes its own columns of `y`
+/// and nothing is summed afterwards: for row-major `[k, n]` weights up to `ROW_SPLIT_MAX_N`
+/// wide one range per thread, walked [`DEPTH`]-row chunks at a time (each chunk's rows are
+/// segments of `n / threads` entries, long sequential reads); for the untied head four per
+/// thread; for `[n, k]` weights contiguous blocks of whole rows of the stored matrix. Splitting
+/// `[k, n]` weights by rows of `W` instead (a partial `y` per thread, zeroed, then summed on
+/// one thread) spent more time outside gemm: 128-token f16 prefill of the 0.5B model, 16
+/// alternating runs in one process, median 572-624 → 554-600 ms (AMD EPYC VM, 2026-12-06).
 ///
 /// # Panics
 /// When the slices' lengths disagree with the shapes.
@@ -409,25 +415,32 @@ pub fn matmul_widened(
         return vec![0.0; rows * n];
     }
     let threads = rayon::current_num_threads().max(1);
-    if layout == Layout::KN && n <= ROW_SPLIT_MAX_N {
-        return by_row_blocks(rows, n, k, k.div_ceil(threads), |ks| {
-            kn_widened(x, rows, weights, [k, n], ks, 0..n)
-        });
-    }
-    // Column ranges: W[:, c0..c1] is contiguous for [n, k] weights; for a wide [k, n] one its
-    // rows' segments are long (n / (4·threads) columns at least).
-    let width = n.div_ceil(4 * threads).next_multiple_of(16);
+    let kernels = Kernels::detect();
+    // Column ranges: W[:, c0..c1] is contiguous for [n, k] weights; for a [k, n] one its rows'
+    // segments are long (n / (4·threads) columns at least).
+    let tasks = if n <= ROW_SPLIT_MAX_N {
+        threads
+    } else {
+        4 * threads
+    };
+    let width = n.div_ceil(tasks).next_multiple_of(16);
     let step = match layout {
         Layout::KN => width,
         Layout::NK => (CHUNK / k).clamp(16, width.max(16)),
     };
     by_columns(rows, n, step, |cols| match layout {
-        Layout::KN => kn_widened(x, rows, weights, [k, n], 0..k, cols),
+        Layout::KN => kn_widened(kernels, x, rows, weights, [k, n], cols),
         Layout::NK => {
             let nc = cols.len();
             let mut y = vec![0.0f32; rows * nc];
             let mut chunk = vec![0.0f32; nc * k];
-            widen_into(weights.slice(cols.start * k..cols.end * k), &mut chunk);
+            widen_into(
+                kernels,
+                weights.slice(cols.start * k..cols.end * k),
+                k,
+                k,
+                &mut chunk,
+            );
             // y = x · chunkᵀ, chunk [nc, k] row-major.
             packed::gemm(
                 [rows, k, nc],
@@ -450,33 +463,32 @@ pub fn matmul_widened(
     })
 }
 
-/// `x[:, ks] · W[ks, cols]` for row-major `[k, n]` weights, as `[rows, cols.len()]`: chunks of
+/// `x · W[:, cols]` for row-major `[k, n]` weights, as `[rows, cols.len()]`: chunks of
 /// at least [`DEPTH`] rows of `W` (about [`CHUNK`] entries) widened to f32, each multiplied into
 /// `y` by gemm.
 #[cfg(feature = "flex")]
 fn kn_widened(
+    kernels: Kernels,
     x: &[f32],
     rows: usize,
     weights: Weights<'_>,
     [k, n]: [usize; 2],
-    ks: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
 ) -> Vec<f32> {
     let nc = cols.len();
     let step = (CHUNK / nc.max(1)).max(DEPTH);
     let mut y = vec![0.0f32; rows * nc];
     let mut chunk = Vec::new();
-    for i0 in ks.clone().step_by(step) {
-        let i1 = (i0 + step).min(ks.end);
+    for i0 in (0..k).step_by(step) {
+        let i1 = (i0 + step).min(k);
         chunk.resize((i1 - i0) * nc, 0.0);
-        for (i, row) in (i0..i1).zip(chunk.chunks_exact_mut(nc.max(1))) {
-            widen_into(weights.slice(i * n + cols.start..i * n + cols.end), row);
-        }
-        // yᵀ += W[i0..i1, cols]ᵀ · x[:, i0..i1]ᵀ. The widened chunk is gemm's left operand, with
-        // unit stride along its rows: gemm packs it reading it in order, once per call. Given as
-        // the right operand (`y += x·W`) with 128 rows of `x`, gemm read it unpacked, a few
-        // columns from every one of its rows per microkernel call (strided across 5 MB), and
-        // packed `x` instead.
+        let block = weights.slice(i0 * n + cols.start..(i1 - 1) * n + cols.end);
+        widen_into(kernels, block, nc, n, &mut chunk);
+        // yᵀ (+)= W[i0..i1, cols]ᵀ · x[:, i0..i1]ᵀ, the first chunk overwriting. The widened
+        // chunk is gemm's left operand, with unit stride along its rows: gemm packs it reading
+        // it in order, once per call. Given as the right operand (`y += x·W`) with 128 rows of
+        // `x`, gemm read it unpacked, a few columns from every one of its rows per microkernel
+        // call (strided across 5 MB), and packed `x` instead.
         packed::gemm(
             [nc, i1 - i0, rows],
             packed::Strided {
@@ -491,25 +503,34 @@ fn kn_widened(
             },
             &mut y,
             (1, nc),
-            true,
+            i0 > 0,
         );
     }
     y
 }
 
-/// `w` widened to f32 into `out` (same length).
+/// Rows `width` long, `stride` apart in `w`, widened to f32 into `out` (`[rows, width]`
+/// contiguous) with `kernels`: one kernel call per chunk, not per row of `W`.
 #[cfg(feature = "flex")]
-fn widen_into(w: Weights<'_>, out: &mut [f32]) {
-    use half::slice::HalfFloatSliceExt;
+fn widen_into(kernels: Kernels, w: Weights<'_>, width: usize, stride: usize, out: &mut [f32]) {
     match w {
-        Weights::F32(w) => out.copy_from_slice(w),
-        Weights::F16(w) => w.convert_to_f32_slice(out),
-        // bf16 is the top half of an f32: the shift is the exact widening, and a plain loop of
-        // it vectorises (half's slice conversion checks each value for NaN first and does not).
-        Weights::Bf16(w) => out
-            .iter_mut()
-            .zip(w)
-            .for_each(|(o, v)| *o = f32::from_bits(u32::from(v.to_bits()) << 16)),
+        Weights::F32(w) => {
+            for (r, out) in out.chunks_exact_mut(width).enumerate() {
+                out.copy_from_slice(&w[r * stride..r * stride + width]);
+            }
+        }
+        Weights::F16(w) => kernels.run(Op::Widen {
+            w,
+            width,
+            stride,
+            out,
+        }),
+        Weights::Bf16(w) => kernels.run(Op::Widen {
+            w,
+            width,
+            stride,
+            out,
+        }),
     }
 }
 
@@ -743,6 +764,14 @@ pub(crate) enum Op<'a, E> {
         cols: std::ops::Range<usize>,
         out: &'a mut [f32],
     },
+    /// `out[r, j] = w[r·stride + j]` widened to f32 (exactly) for `j < width`: the rows of a
+    /// strided block gathered into a contiguous `[out.len() / width, width]`.
+    Widen {
+        w: &'a [E],
+        width: usize,
+        stride: usize,
+        out: &'a mut [f32],
+    },
 }
 
 impl<E: Elem> Op<'_, E> {
@@ -767,6 +796,17 @@ impl<E: Elem> Op<'_, E> {
                 cols,
                 out,
             } => nk_rows(x, rows, k, w, cols, out),
+            Op::Widen {
+                w,
+                width,
+                stride,
+                out,
+            } => {
+                for (r, out) in out.chunks_exact_mut(width).enumerate() {
+                    let w = &w[r * stride..r * stride + width];
+                    out.iter_mut().zip(w).for_each(|(o, v)| *o = v.widen());
+                }
+            }
         }
     }
 }
@@ -1198,6 +1238,22 @@ mod simd {
                 assert!(x.len() >= rows * k && out.len() >= rows * cols.len());
                 assert!(w.len() >= cols.end * k, "weights shorter than [n, k]");
             }
+            Op::Widen {
+                w,
+                width,
+                stride,
+                out,
+            } => {
+                assert!(
+                    *width > 0 && out.len() % width == 0,
+                    "widening into rows of {width}"
+                );
+                let rows = out.len() / width;
+                assert!(
+                    rows == 0 || (rows - 1) * stride + width <= w.len(),
+                    "widening bounds"
+                );
+            }
         }
         fn typed<E: Elem, F: Elem>(op: Op<'_, E>) -> Result<Op<'_, F>, Op<'_, E>> {
             match op {
@@ -1254,6 +1310,25 @@ mod simd {
                         k,
                         w,
                         cols,
+                        out,
+                    }),
+                },
+                Op::Widen {
+                    w,
+                    width,
+                    stride,
+                    out,
+                } => match same::<E, F>(w) {
+                    Some(w) => Ok(Op::Widen {
+                        w,
+                        width,
+                        stride,
+                        out,
+                    }),
+                    None => Err(Op::Widen {
+                        w,
+                        width,
+                        stride,
                         out,
                     }),
                 },
@@ -1357,6 +1432,33 @@ mod simd {
                     (7, false) => nk::<V, E, 7, 1, true>(x, k, w, cols, out),
                     (_, false) => nk::<V, E, 8, 1, true>(x, k, w, cols, out),
                 },
+                Op::Widen {
+                    w,
+                    width,
+                    stride,
+                    out,
+                } => widen::<V, E>(w, width, stride, out),
+            }
+        }
+    }
+
+    /// [`super::Op::Widen`] a vector at a time (half's slice conversion calls a function per
+    /// eight f16 values through copies; bf16 outside this entry point gets SSE2's four lanes).
+    ///
+    /// # Safety
+    /// The CPU has `V`'s set; `width > 0`, `out.len()` a multiple of `width` and
+    /// `(rows - 1)·stride + width ≤ w.len()` for `rows = out.len() / width`.
+    #[inline(always)]
+    unsafe fn widen<V: Vector, E: Widen<V>>(w: &[E], width: usize, stride: usize, out: &mut [f32]) {
+        let body = width - width % V::LANES;
+        for (r, out) in out.chunks_exact_mut(width).enumerate() {
+            let w = &w[r * stride..r * stride + width];
+            for i in (0..body).step_by(V::LANES) {
+                // SAFETY: i + LANES ≤ body ≤ width = w.len() = out.len().
+                unsafe { V::store(out.as_mut_ptr().add(i), E::widen_load(w.as_ptr().add(i))) }
+            }
+            for (o, v) in out[body..].iter_mut().zip(&w[body..]) {
+                *o = v.widen();
             }
         }
     }
@@ -1892,8 +1994,8 @@ mod tests {
 
     /// The prefill product (chunks widened to f32, gemm) for every width and layout, on row
     /// counts on both sides of the decode limit and on shapes with one chunk, several chunks
-    /// per thread (`[300, 2100]`: 124 rows a chunk) and the column split of wide `[k, n]`
-    /// weights (`n` > 16384).
+    /// per task (`[300, 2100]` on two threads: 256 rows, then 44) and the four tasks per thread
+    /// of wide `[k, n]` weights (`n` > 16384).
     #[cfg(feature = "flex")]
     #[test]
     fn widened_products_match_the_f64_product() {
@@ -1905,6 +2007,71 @@ mod tests {
                             matmul_widened(x, rows, w, layout, shape)
                         });
                     }
+                }
+            }
+        }
+    }
+
+    /// The widening op of every kernel kind against half's scalar conversions (an independent
+    /// implementation), bit for bit, on every special value (zeros of both signs, subnormals,
+    /// the extremes, infinities; a NaN must stay NaN: half quiets a signalling bf16 NaN, the
+    /// exact shift keeps it signalling), contiguous and as rows gathered from a strided block,
+    /// at widths around the vector widths.
+    #[test]
+    fn widening_matches_half_bit_for_bit() {
+        let mut bits: Vec<u16> = vec![0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x7bff, 0xfbff];
+        bits.extend([0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xfe01, 0x3c00, 0x3555]);
+        bits.extend([0x0080, 0x007f, 0x7f80, 0xff80, 0x7fc0, 0xff81, 0x3f80]); // bf16 specials
+        bits.extend((0..4099u32).map(|i| (i.wrapping_mul(40_503) >> 3) as u16));
+        let same = |g: f32, want: f32| g.to_bits() == want.to_bits() || g.is_nan() && want.is_nan();
+        let halves: Vec<f16> = bits.iter().map(|&b| f16::from_bits(b)).collect();
+        let brains: Vec<bf16> = bits.iter().map(|&b| bf16::from_bits(b)).collect();
+        // (width, stride, rows): one contiguous row of each length, then strided gathers.
+        let mut shapes: Vec<[usize; 3]> = [1, 7, 8, 15, 16, 17, 33, 100, bits.len()]
+            .map(|len| [len, len, 1])
+            .to_vec();
+        shapes.extend([
+            [5, 9, 7],
+            [16, 40, 11],
+            [33, 33, 9],
+            [47, 100, 40],
+            [0x100, 0x111, 15],
+        ]);
+        shapes.push([1, 1, 0]);
+        for [width, stride, rows] in shapes {
+            let take = if rows == 0 {
+                0
+            } else {
+                (rows - 1) * stride + width
+            };
+            let want = |r: usize, j: usize| r * stride + j;
+            for kernels in Kernels::available() {
+                let mut got = vec![f32::NAN; rows * width];
+                kernels.run(Op::Widen {
+                    w: &halves[..take],
+                    width,
+                    stride,
+                    out: &mut got,
+                });
+                for (i, &g) in got.iter().enumerate() {
+                    let h = halves[want(i / width, i % width)];
+                    assert!(
+                        same(g, h.to_f32()),
+                        "{kernels:?} f16 {width}/{stride} {i}: {g} vs {h}"
+                    );
+                }
+                kernels.run(Op::Widen {
+                    w: &brains[..take],
+                    width,
+                    stride,
+                    out: &mut got,
+                });
+                for (i, &g) in got.iter().enumerate() {
+                    let b = brains[want(i / width, i % width)];
+                    assert!(
+                        same(g, b.to_f32()),
+                        "{kernels:?} bf16 {width}/{stride} {i}: {g} vs {b}"
+                    );
                 }
             }
         }
