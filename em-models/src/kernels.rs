@@ -766,6 +766,8 @@ pub(crate) enum Op<'a, E> {
     },
     /// `out[r, j] = w[r·stride + j]` widened to f32 (exactly) for `j < width`: the rows of a
     /// strided block gathered into a contiguous `[out.len() / width, width]`.
+    // Only flex's prefill product widens (the tests build it on every feature set).
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     Widen {
         w: &'a [E],
         width: usize,
