@@ -514,11 +514,12 @@ fn kn_widened(
 #[cfg(feature = "flex")]
 fn widen_into(kernels: Kernels, w: Weights<'_>, width: usize, stride: usize, out: &mut [f32]) {
     match w {
-        Weights::F32(w) => {
-            for (r, out) in out.chunks_exact_mut(width).enumerate() {
-                out.copy_from_slice(&w[r * stride..r * stride + width]);
-            }
-        }
+        Weights::F32(w) => kernels.run(Op::Widen {
+            w,
+            width,
+            stride,
+            out,
+        }),
         Weights::F16(w) => kernels.run(Op::Widen {
             w,
             width,
@@ -1257,8 +1258,13 @@ mod simd {
                 );
             }
         }
+        /// `op` with its weights as `&[F]` when `E` is `F`, else `op` back unchanged.
         fn typed<E: Elem, F: Elem>(op: Op<'_, E>) -> Result<Op<'_, F>, Op<'_, E>> {
-            match op {
+            if same::<E, F>(&[]).is_none() {
+                return Err(op);
+            }
+            let cast = |w| same::<E, F>(w).unwrap_or_else(|| unreachable!("E is F, checked above"));
+            Ok(match op {
                 Op::Kn {
                     x,
                     rows,
@@ -1268,27 +1274,15 @@ mod simd {
                     c0,
                     t,
                     acc,
-                } => match same::<E, F>(w) {
-                    Some(w) => Ok(Op::Kn {
-                        x,
-                        rows,
-                        k,
-                        w,
-                        n,
-                        c0,
-                        t,
-                        acc,
-                    }),
-                    None => Err(Op::Kn {
-                        x,
-                        rows,
-                        k,
-                        w,
-                        n,
-                        c0,
-                        t,
-                        acc,
-                    }),
+                } => Op::Kn {
+                    x,
+                    rows,
+                    k,
+                    w: cast(w),
+                    n,
+                    c0,
+                    t,
+                    acc,
                 },
                 Op::Nk {
                     x,
@@ -1297,44 +1291,26 @@ mod simd {
                     w,
                     cols,
                     out,
-                } => match same::<E, F>(w) {
-                    Some(w) => Ok(Op::Nk {
-                        x,
-                        rows,
-                        k,
-                        w,
-                        cols,
-                        out,
-                    }),
-                    None => Err(Op::Nk {
-                        x,
-                        rows,
-                        k,
-                        w,
-                        cols,
-                        out,
-                    }),
+                } => Op::Nk {
+                    x,
+                    rows,
+                    k,
+                    w: cast(w),
+                    cols,
+                    out,
                 },
                 Op::Widen {
                     w,
                     width,
                     stride,
                     out,
-                } => match same::<E, F>(w) {
-                    Some(w) => Ok(Op::Widen {
-                        w,
-                        width,
-                        stride,
-                        out,
-                    }),
-                    None => Err(Op::Widen {
-                        w,
-                        width,
-                        stride,
-                        out,
-                    }),
+                } => Op::Widen {
+                    w: cast(w),
+                    width,
+                    stride,
+                    out,
                 },
-            }
+            })
         }
         macro_rules! go {
             ($op:expr) => {
@@ -2025,7 +2001,29 @@ mod tests {
         bits.extend([0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xfe01, 0x3c00, 0x3555]);
         bits.extend([0x0080, 0x007f, 0x7f80, 0xff80, 0x7fc0, 0xff81, 0x3f80]); // bf16 specials
         bits.extend((0..4099u32).map(|i| (i.wrapping_mul(40_503) >> 3) as u16));
-        let same = |g: f32, want: f32| g.to_bits() == want.to_bits() || g.is_nan() && want.is_nan();
+        /// `Op::Widen` of `w` by `kernels` against `oracle` entry by entry.
+        fn check<E: Elem + std::fmt::Debug>(
+            kernels: Kernels,
+            w: &[E],
+            [width, stride, rows]: [usize; 3],
+            oracle: fn(E) -> f32,
+        ) {
+            let mut got = vec![f32::NAN; rows * width];
+            kernels.run(Op::Widen {
+                w,
+                width,
+                stride,
+                out: &mut got,
+            });
+            for (i, &g) in got.iter().enumerate() {
+                let v = w[(i / width) * stride + i % width];
+                let want = oracle(v);
+                assert!(
+                    g.to_bits() == want.to_bits() || g.is_nan() && want.is_nan(),
+                    "{kernels:?} {width}/{stride} {i}: {g} vs {v:?}"
+                );
+            }
+        }
         let halves: Vec<f16> = bits.iter().map(|&b| f16::from_bits(b)).collect();
         let brains: Vec<bf16> = bits.iter().map(|&b| bf16::from_bits(b)).collect();
         // (width, stride, rows): one contiguous row of each length, then strided gathers.
@@ -2040,41 +2038,15 @@ mod tests {
             [0x100, 0x111, 15],
         ]);
         shapes.push([1, 1, 0]);
-        for [width, stride, rows] in shapes {
+        for shape @ [width, stride, rows] in shapes {
             let take = if rows == 0 {
                 0
             } else {
                 (rows - 1) * stride + width
             };
-            let want = |r: usize, j: usize| r * stride + j;
             for kernels in Kernels::available() {
-                let mut got = vec![f32::NAN; rows * width];
-                kernels.run(Op::Widen {
-                    w: &halves[..take],
-                    width,
-                    stride,
-                    out: &mut got,
-                });
-                for (i, &g) in got.iter().enumerate() {
-                    let h = halves[want(i / width, i % width)];
-                    assert!(
-                        same(g, h.to_f32()),
-                        "{kernels:?} f16 {width}/{stride} {i}: {g} vs {h}"
-                    );
-                }
-                kernels.run(Op::Widen {
-                    w: &brains[..take],
-                    width,
-                    stride,
-                    out: &mut got,
-                });
-                for (i, &g) in got.iter().enumerate() {
-                    let b = brains[want(i / width, i % width)];
-                    assert!(
-                        same(g, b.to_f32()),
-                        "{kernels:?} bf16 {width}/{stride} {i}: {g} vs {b}"
-                    );
-                }
+                check(kernels, &halves[..take], shape, f16::to_f32);
+                check(kernels, &brains[..take], shape, bf16::to_f32);
             }
         }
     }
