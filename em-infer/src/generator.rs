@@ -224,7 +224,6 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
         for step in 0.. {
             let n = state.active.len();
             let z: Tensor<2> = logits.reshape([n, vocab]);
-            let model_entropy = em_core::entropy(z.clone()).unsqueeze_dim::<2>(1);
             // Borrowed, not copied: a step costs O(rows) here, not O(rows · tokens so far).
             let histories: Vec<&[u32]> = state
                 .active
@@ -233,16 +232,14 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
                 .collect();
             let ctx = StepContext::new(step, &state.active, &histories);
             let active = &state.active;
-            let processed = processor.process(z, &ctx).map_err(|e| match e {
+            let processed = processor.process(z.clone(), &ctx).map_err(|e| match e {
                 InferError::NonFiniteLogits { step, row } => InferError::NonFiniteLogits {
                     step,
                     row: active.get(row).copied().unwrap_or(row),
                 },
                 other => other,
             })?;
-            let draw = state.sampler.draw(processed)?;
-            state.sampler.observe(draw.tokens.clone());
-            let drawn = draw.read_back(Some(model_entropy))?;
+            let drawn = draw_step(&mut state.sampler, z, processed)?;
             let mut still = Vec::with_capacity(n);
             for (i, (&r, d)) in state.active.iter().zip(&drawn).enumerate() {
                 let model_entropy = d.extra.unwrap_or(f64::NAN);
@@ -292,5 +289,30 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
             logits = model.forward(ids, &mut state.cache, Logits::Last)?;
         }
         Ok(rows.into_iter().map(|r| r.generation).collect())
+    }
+}
+
+/// A step's draw from its processed logits, with the entropy of the model's own logits `z`
+/// read back beside it. On the CPU (plain f32 flex logits) its few parallel passes over the
+/// vocabulary (the two entropies, the softmax, the kept entropy) run on one of rayon's workers
+/// with the others polling ([`em_core::fused::with_pool_awake`]): from the generator's thread
+/// each pass would wake the pool again (0.6 ms of a 33 ms f16 decode step of the 0.5B model
+/// went to them, mostly waiting; see #14's note).
+fn draw_step(
+    sampler: &mut Sampler,
+    z: Tensor<2>,
+    processed: Tensor<2>,
+) -> Result<Vec<crate::sampling::DrawnRow>> {
+    let on_cpu = em_core::fused::host_rows(&z).is_some();
+    let step = move || {
+        let model_entropy = em_core::entropy(z).unsqueeze_dim::<2>(1);
+        let draw = sampler.draw(processed)?;
+        sampler.observe(draw.tokens.clone());
+        draw.read_back(Some(model_entropy))
+    };
+    if on_cpu {
+        em_core::fused::with_pool_awake(step)
+    } else {
+        step()
     }
 }
