@@ -9,7 +9,8 @@
 //!   own entropy.
 //! - [`Sampling`] / [`Sampler`]: greedy, temperature, top-k, top-p, min-p and repetition penalty,
 //!   all on the device for `[batch, vocab]` (no sort, no cumsum: cut-offs and the draw are
-//!   bisected with masked blocked sums; one host random number per row and step).
+//!   bisected with masked blocked sums; one host random number per row and step); on the CPU,
+//!   greedy and plain temperature draws take a host twin of three passes per row.
 //! - [`LogitsProcessor`] (closures too) and [`ProcessorChain`]; **EM-INF** ([`em_inf`],
 //!   [`EmInfProcessor`]): a few Adam steps on each decoding step's logits that lower their
 //!   entropy, with a KL term to the original distribution and a per-row threshold, computed with
@@ -49,6 +50,7 @@ pub mod adaptive_temperature;
 pub mod em_inf;
 pub mod error;
 pub mod generator;
+mod host_draw;
 pub mod processor;
 pub mod reference;
 pub mod sampling;

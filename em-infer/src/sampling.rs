@@ -30,6 +30,11 @@
 //! vocabulary and `log2 V` masked sums over `√V` entries). Only `[batch]` values cross to the
 //! host, no backend RNG state is touched, and the same seed gives the same tokens on the same backend (and, up to rounding at
 //! a CDF boundary, on every backend).
+//!
+//! On the CPU (plain f32 logits on flex), a draw without filters or penalty — greedy decoding
+//! and plain temperature sampling — takes a host twin instead (`host_draw.rs`): three passes
+//! per row on rayon's threads and the same search over chunk sums, with nothing of the
+//! vocabulary's size allocated.
 
 use burn::tensor::{Bool, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
 use em_core::rng::{Rng, mix, rng};
@@ -95,6 +100,11 @@ impl Sampling {
     /// Whether this is greedy decoding.
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
+    }
+
+    /// Whether no top-k, top-p or min-p filter removes a token of a `vocab`-wide row.
+    fn unfiltered(&self, vocab: usize) -> bool {
+        (self.top_k == 0 || self.top_k >= vocab) && self.top_p >= 1.0 && self.min_p == 0.0
     }
 
     /// Checks every field: temperature finite and ≥ 0; top_p in (0, 1]; min_p in [0, 1];
@@ -463,6 +473,18 @@ impl Sampler {
             .iter_mut()
             .map(|rng| (rng.random::<u32>() >> 8) as f32 / (1u32 << 24) as f32)
             .collect();
+        // Without filters or a penalty, plain f32 logits on flex take the host twin.
+        if self.seen.is_none()
+            && self.sampling.unfiltered(logits.dims()[1])
+            && let Some(rows) = em_core::fused::host_rows(&logits)
+        {
+            let temperature =
+                (!self.sampling.is_greedy()).then_some(self.sampling.temperature as f32);
+            // Its passes on rayon's workers, which keep polling between them.
+            return Ok(em_core::fused::with_pool_awake(|| {
+                crate::host_draw::draw(&rows, temperature, &uniforms, &device)
+            }));
+        }
         let mut z = logits;
         if let Some(seen) = &self.seen {
             z = repetition_penalty(z, seen.clone(), self.sampling.repetition_penalty);

@@ -41,6 +41,7 @@ fn configs() -> Vec<Sampling> {
     let base = Sampling::default();
     vec![
         base,
+        Sampling::greedy(),
         Sampling::with_temperature(0.7),
         Sampling { top_k: 1, ..base },
         Sampling { top_k: 7, ..base },
@@ -120,6 +121,86 @@ fn draws_match_the_sorted_reference() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The host twin of the unfiltered draw (plain f32 logits on flex: greedy and plain
+/// temperature sampling) against the device path on autodiff-tracked copies of the same
+/// logits, which decline it, from the same seeds: the same log-probs and entropies to f32
+/// rounding, and the same tokens but where the target mass falls within rounding of the
+/// boundary between two tokens (then no token between the two has an f32 probability above 0),
+/// at most one token in 20. One vocabulary within one chunk of the host's split,
+/// and Qwen2.5's, 19 chunks with a ragged end.
+#[cfg(feature = "flex")]
+#[test]
+fn host_draw_matches_the_device_path() {
+    let device = Device::flex();
+    for (vocab, rows) in [(1000, 8), (151_936, 4)] {
+        let values: Vec<Vec<f32>> = (0..rows)
+            .map(|r| lm_like_logits(vocab, r as u64 + 11))
+            .collect();
+        let flat: Vec<f32> = values.iter().flatten().copied().collect();
+        let logits = Tensor::<2>::from_data(TensorData::new(flat, [rows, vocab]), &device);
+        let base = Sampling::default();
+        for sampling in [
+            Sampling::greedy(),
+            base,
+            Sampling::with_temperature(0.7),
+            Sampling::with_temperature(0.1),
+            Sampling::with_temperature(1.5),
+            // A top-k as wide as the vocabulary removes nothing.
+            Sampling {
+                top_k: vocab,
+                ..base
+            },
+        ] {
+            let p: Vec<Vec<f64>> = values
+                .iter()
+                .map(|row| {
+                    let row64: Vec<f64> = row.iter().map(|&x| f64::from(x)).collect();
+                    reference::sampling_distribution(&row64, &sampling, &[])
+                })
+                .collect();
+            let mut host_path = Sampler::new(sampling, 5, rows).unwrap();
+            let mut device_path = Sampler::new(sampling, 5, rows).unwrap();
+            let (mut draws, mut differ) = (0, 0);
+            for _ in 0..10 {
+                let a = host_path.sample(logits.clone()).unwrap();
+                let b = device_path.sample(logits.clone().autodiff()).unwrap();
+                for (r, p) in p.iter().enumerate() {
+                    let close = |x: f64, y: f64| (x - y).abs() <= 1e-5 * y.abs().max(1.0);
+                    let (ta, tb) = (a.tokens[r] as usize, b.tokens[r] as usize);
+                    assert!(p[ta] > 0.0, "{vocab} {sampling:?}: token {ta} not kept");
+                    assert!(
+                        close(a.entropies[r], b.entropies[r]),
+                        "{vocab} {sampling:?} row {r}: H {} vs {}",
+                        a.entropies[r],
+                        b.entropies[r]
+                    );
+                    draws += 1;
+                    if ta == tb {
+                        assert!(
+                            close(a.log_probs[r], b.log_probs[r]),
+                            "{vocab} {sampling:?} row {r}: log p {} vs {}",
+                            a.log_probs[r],
+                            b.log_probs[r]
+                        );
+                    } else {
+                        differ += 1;
+                        // Neighbours: every token between the two is 0 in f32 (below e^−87).
+                        let between = ta.min(tb) + 1..ta.max(tb);
+                        assert!(
+                            !sampling.is_greedy() && p[between].iter().all(|&q| q < 1e-37),
+                            "{vocab} {sampling:?} row {r}: token {ta} vs {tb}"
+                        );
+                    }
+                }
+            }
+            assert!(
+                differ * 20 <= draws,
+                "{vocab} {sampling:?}: {differ} of {draws} tokens differ"
+            );
         }
     }
 }
@@ -229,20 +310,24 @@ fn top_p_margin(logits: &[f64], sampling: &Sampling) -> f64 {
     margin
 }
 
-/// 20,000 draws from a top-p + temperature distribution: every token's frequency within 5σ of
-/// the reference probability (binomial σ), and nothing outside the support.
+/// 20,000 draws from a top-p + temperature distribution and from the plain tempered one (the
+/// host twin's case on flex): every token's frequency within 5σ of the reference probability
+/// (binomial σ), and nothing outside the support.
 #[test]
 fn draw_frequencies_match_the_distribution() {
     let vocab = 40;
     let logits: Vec<f32> = (0..vocab).map(|i| ((i * 7) % 11) as f32 * 0.4).collect();
-    let sampling = Sampling {
+    let top_p = Sampling {
         temperature: 0.8,
         top_p: 0.9,
         ..Sampling::default()
     };
     let row64: Vec<f64> = logits.iter().map(|x| f64::from(*x)).collect();
-    let p = reference::sampling_distribution(&row64, &sampling, &[]);
-    for (name, device) in devices() {
+    for ((name, device), sampling) in devices()
+        .into_iter()
+        .flat_map(|d| [(d.clone(), top_p), (d, Sampling::with_temperature(0.8))])
+    {
+        let p = reference::sampling_distribution(&row64, &sampling, &[]);
         let rows = 1000;
         let mut sampler = Sampler::new(sampling, 7, rows).unwrap();
         let mut counts = vec![0usize; vocab];
