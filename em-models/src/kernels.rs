@@ -846,7 +846,7 @@ mod flex {
     use burn_flex::{Flex, FlexTensor};
     use half::{bf16, f16};
 
-    use super::{Kernels, Layout, MAX_ROWS, Weights, matmul_rows_all, matmul_widened};
+    use super::{Kernels, Layout, MAX_ROWS, Weights, matmul_rows_all, matmul_widened, widen_into};
 
     /// The flex primitive behind `t`, or `None` on another backend or under autodiff.
     fn primitive<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
@@ -902,27 +902,43 @@ mod flex {
         if wide && parts.iter().any(|(w, _)| matches!(w, Weights::F32(_))) {
             return None;
         }
-        let biases = linears
+        // Biases read in their stored width, as the weights (a 16-bit model's are 16-bit).
+        let bias_prims = linears
             .iter()
-            .zip(&parts)
-            .map(|(&(_, bias), &(_, n))| match bias {
+            .map(|&(_, bias)| match bias {
                 None => Some(None),
-                Some(bias) => {
-                    let b = primitive(bias)?;
-                    let b = b.into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
-                    (b.len() == n).then_some(Some(b))
-                }
+                Some(bias) => primitive(bias).map(Some),
             })
             .collect::<Option<Vec<_>>>()?;
-        let xp = primitive(x)?;
-        let host = xp.into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
+        let biases = bias_prims
+            .iter()
+            .zip(&parts)
+            .map(|(bias, &(_, n))| match bias {
+                None => Some(None),
+                Some(b) => storage(b).filter(|b| b.len() == n).map(Some),
+            })
+            .collect::<Option<Vec<_>>>()?;
+        // `x`'s rows borrowed where it is a plain f32 tensor (the compute dtype), else copied.
+        let borrowed = em_core::fused::host_rows(&x.clone().reshape([rows, k]));
+        let copied;
+        let host: &[f32] = match &borrowed {
+            Some(rows) => rows.values(),
+            None => {
+                copied = primitive(x)?
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .ok()?;
+                &copied
+            }
+        };
         let ys = if wide {
             parts
                 .iter()
-                .map(|&(weights, n)| matmul_widened(&host, rows, weights, layout, [k, n]))
+                .map(|&(weights, n)| matmul_widened(host, rows, weights, layout, [k, n]))
                 .collect()
         } else {
-            matmul_rows_all(kernels, &host, rows, &parts, layout, k)
+            matmul_rows_all(kernels, host, rows, &parts, layout, k)
         };
         let device = x.device();
         Some(
@@ -930,8 +946,10 @@ mod flex {
                 .zip(parts.iter().zip(biases))
                 .map(|(mut y, (&(_, n), bias))| {
                     if let Some(b) = bias {
+                        let mut b32 = vec![0f32; n];
+                        widen_into(kernels, b, n, n, &mut b32);
                         for row in y.chunks_exact_mut(n) {
-                            row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
+                            row.iter_mut().zip(&b32).for_each(|(v, b)| *v += b);
                         }
                     }
                     Tensor::from_data(TensorData::new(y, [batch, seq, n]), (&device, dtype))
