@@ -78,9 +78,9 @@ pub mod rows {
     /// Entries per chunk: the unit of the parallel split and of the partial sums.
     pub const CHUNK: usize = 8192;
     /// Entries whose `exp` values are computed before they are summed.
-    const BLOCK: usize = 256;
-    /// f64 accumulators per sum.
-    const LANES: usize = 8;
+    pub const BLOCK: usize = 256;
+    /// f64 accumulators per sum ([`accumulate`]).
+    pub const LANES: usize = 8;
     /// f32 lanes of [`max_of`]: one AVX-512 register.
     const MAX_LANES: usize = 16;
 
@@ -289,9 +289,11 @@ pub mod rows {
         if x < EXP_FLUSH_BELOW { 0.0 } else { y }
     }
 
-    /// `(Σ a, Σ a·b)` over 8 lanes, added into `sums`.
+    /// `(Σ a, Σ a·b)` over [`LANES`] f64 lanes, added into `sums` (entry `i` into lane
+    /// `i % LANES`); [`lane_totals`] adds the lanes up. For other crates' row kernels too
+    /// (em-infer's host draw).
     #[inline(always)]
-    fn accumulate(a: &[f32], b: &[f32], sums: &mut [[f64; LANES]; 2]) {
+    pub fn accumulate(a: &[f32], b: &[f32], sums: &mut [[f64; LANES]; 2]) {
         let (a_lanes, b_lanes) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         let rest = a_lanes.remainder().iter().zip(b_lanes.remainder());
         let [sum, weighted] = sums;
@@ -325,7 +327,7 @@ pub mod rows {
 
     /// The two sums' lanes added up.
     #[inline(always)]
-    fn lane_totals(sums: [[f64; LANES]; 2]) -> [f64; 2] {
+    pub fn lane_totals(sums: [[f64; LANES]; 2]) -> [f64; 2] {
         sums.map(|lanes| lanes.iter().sum())
     }
 

@@ -27,7 +27,9 @@
 //! tokens (tested against the device path on autodiff-tracked copies, which decline this
 //! one, and both against the f64 reference in `tests/sampling.rs`).
 
-use em_core::fused::rows::{self, CHUNK, Kernel, shift, vectorized};
+use em_core::fused::rows::{
+    self, BLOCK, CHUNK, Kernel, LANES, accumulate, lane_totals, shift, vectorized,
+};
 use em_core::fused::{HostRows, tensor_from_rows};
 use rayon::prelude::*;
 
@@ -247,7 +249,7 @@ impl Kernel for Probs<'_> {
 
     #[inline(always)]
     fn run(self) -> ChunkStats {
-        let (mut mass, mut weighted) = ([0f64; LANES], [0f64; LANES]);
+        let mut sums = [[0f64; LANES]; 2];
         let (mut log_p, mut p) = ([0f32; BLOCK], [0f32; BLOCK]);
         let (mut max_p, mut argmax) = (f32::NEG_INFINITY, 0);
         for (b, block) in self.z.chunks(BLOCK).enumerate() {
@@ -256,28 +258,22 @@ impl Kernel for Probs<'_> {
                 *lp = shift(self.scale.apply(x), self.max) - self.ln_s;
                 *p = rows::exp(*lp);
             }
-            add_lanes(&mut mass, &p[..n]);
-            add_products(&mut weighted, &p[..n], &log_p[..n]);
+            accumulate(&p[..n], &log_p[..n], &mut sums);
             let block_max = rows::max_of(&p[..n]);
             if block_max > max_p {
                 max_p = block_max;
                 argmax = b * BLOCK + p[..n].iter().position(|&v| v == block_max).unwrap_or(0);
             }
         }
+        let [mass, weighted] = lane_totals(sums);
         ChunkStats {
-            mass: mass.iter().sum(),
-            weighted: weighted.iter().sum(),
+            mass,
+            weighted,
             max_p,
             argmax,
         }
     }
 }
-
-/// Entries of a chunk whose values are computed before they are summed (so the loop that
-/// computes them vectorizes).
-const BLOCK: usize = 256;
-/// f64 accumulators per sum.
-const LANES: usize = 8;
 
 /// Adds every value into [`LANES`] lanes, value `i` into lane `i % LANES`.
 #[inline(always)]
@@ -291,20 +287,5 @@ fn add_lanes(lanes: &mut [f64; LANES], values: &[f32]) {
     }
     for (l, &v) in lanes.iter_mut().zip(rest) {
         *l += f64::from(v);
-    }
-}
-
-/// Adds every product `a_i·b_i` into [`LANES`] lanes, as [`add_lanes`].
-#[inline(always)]
-fn add_products(lanes: &mut [f64; LANES], a: &[f32], b: &[f32]) {
-    let (a_blocks, b_blocks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let rest = a_blocks.remainder().iter().zip(b_blocks.remainder());
-    for (a, b) in a_blocks.zip(b_blocks) {
-        for ((l, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
-            *l += f64::from(a) * f64::from(b);
-        }
-    }
-    for (l, (&a, &b)) in lanes.iter_mut().zip(rest) {
-        *l += f64::from(a) * f64::from(b);
     }
 }
