@@ -10,14 +10,14 @@
 //! - [`Sampling`] / [`Sampler`]: greedy, temperature, top-k, top-p, min-p and repetition penalty,
 //!   all on the device for `[batch, vocab]` (no sort, no cumsum: cut-offs and the draw are
 //!   bisected with masked blocked sums; one host random number per row and step); on the CPU,
-//!   greedy and plain temperature draws take a host twin of three passes per row.
-//! - [`LogitsProcessor`] (closures too) and [`ProcessorChain`]; **EM-INF** ([`em_inf`],
+//!   draws take a host twin of a few passes per row (the filters' cut-offs from a histogram).
+//! - [`LogitsProcessor`] (closures too) and [`ProcessorChain`]; **EM-INF** ([`em_inf()`],
 //!   [`EmInfProcessor`]): a few Adam steps on each decoding step's logits that lower their
 //!   entropy, with a KL term to the original distribution and a per-row threshold, computed with
 //!   the closed-form gradient (no autodiff graph); its baseline **adaptive temperature**
-//!   ([`adaptive_temperature`], [`AdaptiveTemperatureProcessor`]).
+//!   ([`adaptive_temperature()`], [`AdaptiveTemperatureProcessor`]).
 //! - [`strategies`]: self-consistency and iterative refinement over the generator.
-//! - [`reference`]: f64 host twins of the device algorithms, used as test oracles.
+//! - [`mod@reference`]: f64 host twins of the device algorithms, used as test oracles.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};

@@ -31,10 +31,10 @@
 //! host, no backend RNG state is touched, and the same seed gives the same tokens on the same backend (and, up to rounding at
 //! a CDF boundary, on every backend).
 //!
-//! On the CPU (plain f32 logits on flex), a draw without filters or penalty — greedy decoding
-//! and plain temperature sampling — takes a host twin instead (`host_draw.rs`): three passes
-//! per row on rayon's threads and the same search over chunk sums, with nothing of the
-//! vocabulary's size allocated.
+//! On the CPU (plain f32 logits on flex), draws and [`Sampling::kept`] take a host twin instead
+//! (`host_draw.rs`): a few passes per row on rayon's threads, the top-k and top-p cut-offs
+//! from a histogram of the log-probs and a sort of one bucket, and the same search over chunk
+//! sums, with nothing of the vocabulary's size allocated but a penalised row.
 
 use burn::tensor::{Bool, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
 use em_core::rng::{Rng, mix, rng};
@@ -43,10 +43,11 @@ use rand::RngExt;
 
 use crate::em_inf::compute_rows;
 use crate::error::{InferError, Result};
+use crate::host_draw::Settings;
 
 /// The smallest log-prob the filters resolve: `exp(-104)` is below the smallest f32 denormal,
 /// so every token under it has probability exactly 0 after the softmax.
-const LOG_PROB_FLOOR: f64 = -104.0;
+pub(crate) const LOG_PROB_FLOOR: f64 = -104.0;
 /// Halvings of `[LOG_PROB_FLOOR, 0]` for the top-k and top-p cut-offs (104 / 2^40 ≈ 1e-10).
 const CUTOFF_HALVINGS: usize = 40;
 
@@ -100,11 +101,6 @@ impl Sampling {
     /// Whether this is greedy decoding.
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
-    }
-
-    /// Whether no top-k, top-p or min-p filter removes a token of a `vocab`-wide row.
-    fn unfiltered(&self, vocab: usize) -> bool {
-        (self.top_k == 0 || self.top_k >= vocab) && self.top_p >= 1.0 && self.min_p == 0.0
     }
 
     /// Checks every field: temperature finite and ≥ 0; top_p in (0, 1]; min_p in [0, 1];
@@ -189,7 +185,14 @@ impl Sampling {
     /// [`InferError::InvalidConfig`], [`InferError::EmptyVocabulary`].
     pub fn kept(&self, logits: Tensor<2>) -> Result<Tensor<2, Bool>> {
         self.validate()?;
-        Ok(self.filter(to_f32(logits)?).weights.greater_elem(0.0))
+        let logits = to_f32(logits)?;
+        if let Some(rows) = em_core::fused::host_rows(&logits) {
+            let settings = Settings::of(self, rows.width(), None);
+            return Ok(em_core::fused::with_pool_awake(|| {
+                crate::host_draw::kept(&rows, &settings, &logits.device())
+            }));
+        }
+        Ok(self.filter(logits).weights.greater_elem(0.0))
     }
 
     fn filter(&self, mut z: Tensor<2>) -> Filtered {
@@ -473,16 +476,17 @@ impl Sampler {
             .iter_mut()
             .map(|rng| (rng.random::<u32>() >> 8) as f32 / (1u32 << 24) as f32)
             .collect();
-        // Without filters or a penalty, plain f32 logits on flex take the host twin.
-        if self.seen.is_none()
-            && self.sampling.unfiltered(logits.dims()[1])
-            && let Some(rows) = em_core::fused::host_rows(&logits)
-        {
-            let temperature =
-                (!self.sampling.is_greedy()).then_some(self.sampling.temperature as f32);
+        // Plain f32 logits on flex (and a seen set on the host, with a penalty) take the host
+        // twin.
+        let seen = match &self.seen {
+            None => Some(None),
+            Some(seen) => em_core::fused::host_rows(seen).map(Some),
+        };
+        if let (Some(rows), Some(seen)) = (em_core::fused::host_rows(&logits), seen) {
+            let settings = Settings::of(&self.sampling, rows.width(), seen.as_ref());
             // Its passes on rayon's workers, which keep polling between them.
             return Ok(em_core::fused::with_pool_awake(|| {
-                crate::host_draw::draw(&rows, temperature, &uniforms, &device)
+                crate::host_draw::draw(&rows, &settings, &uniforms, &device)
             }));
         }
         let mut z = logits;

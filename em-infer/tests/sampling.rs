@@ -125,8 +125,8 @@ fn draws_match_the_sorted_reference() {
     }
 }
 
-/// The host twin of the unfiltered draw (plain f32 logits on flex: greedy and plain
-/// temperature sampling) against the device path on autodiff-tracked copies of the same
+/// The host twin of the draw (plain f32 logits on flex: greedy, temperature, the filters and
+/// the repetition penalty) against the device path on autodiff-tracked copies of the same
 /// logits, which decline it, from the same seeds: the same log-probs and entropies to f32
 /// rounding, and the same tokens but where the target mass falls within rounding of the
 /// boundary between two tokens (then no token between the two has an f32 probability above 0),
@@ -154,16 +154,66 @@ fn host_draw_matches_the_device_path() {
                 top_k: vocab,
                 ..base
             },
+            // The filters, alone and together (Qwen2.5's generation config among them), and
+            // the repetition penalty.
+            Sampling { top_k: 20, ..base },
+            Sampling {
+                top_k: 300,
+                ..Sampling::greedy()
+            },
+            Sampling { top_p: 0.3, ..base },
+            Sampling {
+                top_p: 0.9,
+                ..Sampling::with_temperature(0.7)
+            },
+            Sampling {
+                min_p: 0.05,
+                ..base
+            },
+            Sampling {
+                temperature: 0.7,
+                top_k: 20,
+                top_p: 0.8,
+                min_p: 0.0,
+                repetition_penalty: 1.05,
+            },
+            Sampling {
+                temperature: 0.6,
+                top_k: 400,
+                top_p: 0.95,
+                min_p: 0.02,
+                repetition_penalty: 1.0,
+            },
+            Sampling {
+                repetition_penalty: 1.3,
+                ..Sampling::greedy()
+            },
+            Sampling {
+                repetition_penalty: 1.3,
+                ..base
+            },
         ] {
+            let seen: Vec<u32> = (0..vocab as u32).step_by(97).take(40).collect();
+            let seen_ids: Vec<usize> = seen.iter().map(|&i| i as usize).collect();
             let p: Vec<Vec<f64>> = values
                 .iter()
                 .map(|row| {
                     let row64: Vec<f64> = row.iter().map(|&x| f64::from(x)).collect();
-                    reference::sampling_distribution(&row64, &sampling, &[])
+                    let seen: &[usize] = if sampling.repetition_penalty == 1.0 {
+                        &[]
+                    } else {
+                        &seen_ids
+                    };
+                    reference::sampling_distribution(&row64, &sampling, seen)
                 })
                 .collect();
             let mut host_path = Sampler::new(sampling, 5, rows).unwrap();
             let mut device_path = Sampler::new(sampling, 5, rows).unwrap();
+            for sampler in [&mut host_path, &mut device_path] {
+                sampler
+                    .observe_prompts(&vec![seen.clone(); rows], vocab, &device)
+                    .unwrap();
+            }
             let (mut draws, mut differ) = (0, 0);
             for _ in 0..10 {
                 let a = host_path.sample(logits.clone()).unwrap();
@@ -274,22 +324,29 @@ fn full_vocabulary_kept_sets_are_exact() {
                     continue;
                 }
             }
-            let kept = sampling
-                .kept(batch_of(&logits, 1, &device))
-                .unwrap()
-                .into_data()
-                .try_to_vec::<bool>()
-                .unwrap();
             let expected: Vec<bool> = p.iter().map(|x| *x > 0.0).collect();
-            let differ: Vec<usize> = (0..vocab).filter(|i| kept[*i] != expected[*i]).collect();
-            assert!(
-                differ.is_empty(),
-                "seed {seed} {sampling:?}: {} entries differ, e.g. {:?} (kept {} vs {})",
-                differ.len(),
-                &differ[..differ.len().min(5)],
-                kept.iter().filter(|k| **k).count(),
-                expected.iter().filter(|k| **k).count()
-            );
+            // The host path (plain logits) and the device path (autodiff-tracked ones, which
+            // the host path declines).
+            for (path, logits) in [
+                ("host", batch_of(&logits, 1, &device)),
+                ("device", batch_of(&logits, 1, &device).autodiff()),
+            ] {
+                let kept = sampling
+                    .kept(logits)
+                    .unwrap()
+                    .into_data()
+                    .try_to_vec::<bool>()
+                    .unwrap();
+                let differ: Vec<usize> = (0..vocab).filter(|i| kept[*i] != expected[*i]).collect();
+                assert!(
+                    differ.is_empty(),
+                    "{path} seed {seed} {sampling:?}: {} entries differ, e.g. {:?} (kept {} vs {})",
+                    differ.len(),
+                    &differ[..differ.len().min(5)],
+                    kept.iter().filter(|k| **k).count(),
+                    expected.iter().filter(|k| **k).count()
+                );
+            }
         }
     }
 }
