@@ -409,14 +409,15 @@ impl AdamStep {
     }
 }
 
-/// A row-long f32 buffer for [`em_inf_row`] (Adam's moments, `p0`), taken from a small pool shared
-/// by all calls and given back when dropped, its contents unspecified.
+/// A row-long f32 buffer for [`em_inf_row`] (Adam's moments, `p0`) and the host draw (a
+/// penalised row), taken from a small pool shared by all calls and given back when dropped, its
+/// contents unspecified.
 ///
 /// Why: at Qwen2.5's vocabulary a row's three buffers are 1.8 MB, and a fresh allocation that
 /// large is a fresh mapping from the kernel whose every page faults on first write (with four
 /// such buffers, about a fifth of EM-INF's time at batch 8). The pool keeps at most
 /// [`Scratch::KEPT`] buffers (about 29 MB at that width).
-struct Scratch(Vec<f32>);
+pub(crate) struct Scratch(Vec<f32>);
 
 static SCRATCH: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 
@@ -424,7 +425,7 @@ impl Scratch {
     /// Buffers the pool keeps: three per row of a batch of 16.
     const KEPT: usize = 48;
 
-    fn take(n: usize) -> Self {
+    pub(crate) fn take(n: usize) -> Self {
         let pooled = SCRATCH.lock().ok().and_then(|mut pool| pool.pop());
         let mut buffer = pooled.unwrap_or_default();
         if buffer.len() != n {

@@ -43,6 +43,7 @@ use em_core::fused::rows::{
 use em_core::fused::{HostRows, tensor_from_rows};
 use rayon::prelude::*;
 
+use crate::em_inf::Scratch;
 use crate::sampling::{Draw, LOG_PROB_FLOOR, Sampling};
 
 /// What a host draw applies to each row: the repetition penalty (with the rows of the
@@ -135,31 +136,47 @@ pub(crate) fn kept(z: &HostRows, settings: &Settings<'_>, device: &Device) -> Te
     Tensor::from_data(TensorData::new(keep, [batch, width]), device)
 }
 
-/// Row `r` of `z`, with the repetition penalty applied where `settings` has one (a copy then):
-/// Hugging Face's rule as the device path computes it, `z / θ` for a seen positive logit and
-/// `z · θ` for the other seen ones.
-fn penalised<'z>(
-    z: &'z HostRows,
-    r: usize,
-    settings: &Settings<'_>,
-) -> std::borrow::Cow<'z, [f32]> {
+/// Row `r` of `z`, with the repetition penalty applied where `settings` has one (into a pooled
+/// buffer then): Hugging Face's rule as the device path computes it, `z / θ` for a seen
+/// positive logit and `z · θ` for the other seen ones.
+fn penalised<'z>(z: &'z HostRows, r: usize, settings: &Settings<'_>) -> Row<'z> {
     let width = z.width();
     let row = &z.values()[r * width..(r + 1) * width];
     let Some((seen, penalty)) = settings.penalty else {
-        return row.into();
+        return Row::Borrowed(row);
     };
     let seen = &seen.values()[r * width..(r + 1) * width];
-    let mut out = row.to_vec();
+    let mut out = Scratch::take(width);
     out.par_chunks_mut(CHUNK)
-        .zip(seen.par_chunks(CHUNK))
-        .for_each(|(z, seen)| {
-            for (z, &s) in z.iter_mut().zip(seen) {
-                if s > 0.5 {
-                    *z = if *z > 0.0 { *z / penalty } else { *z * penalty };
-                }
+        .zip(row.par_chunks(CHUNK).zip(seen.par_chunks(CHUNK)))
+        .for_each(|(out, (z, seen))| {
+            for ((o, &z), &s) in out.iter_mut().zip(z).zip(seen) {
+                *o = if s <= 0.5 {
+                    z
+                } else if z > 0.0 {
+                    z / penalty
+                } else {
+                    z * penalty
+                };
             }
         });
-    out.into()
+    Row::Penalised(out)
+}
+
+/// A row of logits: borrowed, or penalised into a pooled buffer.
+enum Row<'z> {
+    Borrowed(&'z [f32]),
+    Penalised(Scratch),
+}
+
+impl std::ops::Deref for Row<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Self::Borrowed(row) => row,
+            Self::Penalised(row) => row,
+        }
+    }
 }
 
 /// A row's tempered softmax, as the device path computes it: `log p = shift(z', max) − ln s`
@@ -365,15 +382,62 @@ fn cutoff(z: &[f32], softmax: &Softmax, filters: &Filters) -> f32 {
 fn in_bucket(z: &[f32], softmax: &Softmax, b: usize, floor: f32) -> Vec<(f32, f32)> {
     let mut entries: Vec<(f32, f32)> = z
         .par_chunks(CHUNK)
-        .flat_map_iter(|z| {
-            z.iter().filter_map(move |&x| {
-                let log_p = softmax.log_p(x);
-                (bucket(log_p) == b && log_p >= floor).then(|| (log_p, rows::exp(log_p)))
+        .map(|z| {
+            vectorized(InBucket {
+                z,
+                softmax: *softmax,
+                b,
+                floor,
             })
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .concat();
     entries.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
     entries
+}
+
+/// A chunk's entries of bucket `b` with `log p ≥ floor`, as `(log p, p)`.
+struct InBucket<'a> {
+    z: &'a [f32],
+    softmax: Softmax,
+    b: usize,
+    floor: f32,
+}
+
+impl Kernel for InBucket<'_> {
+    type Output = Vec<(f32, f32)>;
+
+    #[inline(always)]
+    fn run(self) -> Vec<(f32, f32)> {
+        // The bucket as a range, `bucket(x) == b` exactly: `−16·x` is exact, so
+        // `b ≤ −16·x < b + 1` is `−(b + 1)/16 < x ≤ −b/16` (the first bucket open above, the
+        // last one below).
+        let upper = if self.b == 0 {
+            f32::INFINITY
+        } else {
+            -(self.b as f32) / 16.0
+        };
+        let lower = if self.b + 1 < BUCKETS {
+            -((self.b + 1) as f32) / 16.0
+        } else {
+            f32::NEG_INFINITY
+        };
+        let mut out = Vec::new();
+        let mut log_p = [0f32; BLOCK];
+        for block in self.z.chunks(BLOCK) {
+            let n = block.len();
+            for (lp, &x) in log_p.iter_mut().zip(block) {
+                *lp = self.softmax.log_p(x);
+            }
+            for &lp in &log_p[..n] {
+                if lp <= upper && lp > lower && lp >= self.floor {
+                    debug_assert_eq!(bucket(lp), self.b);
+                    out.push((lp, rows::exp(lp)));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Per bucket of `−log p`, the entries and their f64 mass.
