@@ -431,20 +431,24 @@ impl Sampler {
     /// # Errors
     /// [`InferError::Batch`] for a row outside the batch or listed twice.
     pub fn retain_rows(&mut self, rows: &[usize]) -> Result<()> {
-        let mut taken: Vec<Option<Rng>> = self.rngs.drain(..).map(Some).collect();
-        let mut kept = Vec::with_capacity(rows.len());
+        // Checked before anything changes: a refused call leaves the sampler as it was.
+        let mut listed = vec![false; self.batch()];
         for &row in rows {
-            match taken.get_mut(row).and_then(Option::take) {
-                Some(rng) => kept.push(rng),
-                None => {
+            match listed.get_mut(row) {
+                Some(seen) if !*seen => *seen = true,
+                _ => {
                     return Err(InferError::Batch(format!(
                         "cannot retain rows {rows:?} of a batch of {}",
-                        taken.len()
+                        self.batch()
                     )));
                 }
             }
         }
-        self.rngs = kept;
+        let mut taken: Vec<Option<Rng>> = self.rngs.drain(..).map(Some).collect();
+        self.rngs = rows
+            .iter()
+            .filter_map(|&row| taken.get_mut(row).and_then(Option::take))
+            .collect();
         if let Some(seen) = self.seen.take() {
             let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
             let device = seen.device();
@@ -467,6 +471,15 @@ impl Sampler {
             return Err(InferError::Batch(format!(
                 "logits have {batch} rows, the sampler {}",
                 self.batch()
+            )));
+        }
+        if let Some(seen) = &self.seen
+            && seen.dims() != logits.dims()
+        {
+            return Err(InferError::Batch(format!(
+                "logits are {:?}, the prompts were observed over {:?}",
+                logits.dims(),
+                seen.dims()
             )));
         }
         let device = logits.device();

@@ -547,6 +547,17 @@ fn batch_and_vocabulary_mismatches_are_errors() {
         Err(InferError::TokenOutOfVocabulary { id: 5, vocab: 4 })
     ));
     assert!(matches!(s.retain_rows(&[1]), Err(InferError::Batch(_))));
+    assert!(matches!(s.retain_rows(&[0, 0]), Err(InferError::Batch(_))));
+    // A refused call changed nothing.
+    assert_eq!(s.batch(), 1);
+    // Prompts observed over 4 entries, logits over 3 (both paths).
+    s.observe_prompts(&[vec![2]], 4, &device).unwrap();
+    for logits in [
+        batch_of(&[1.0, 2.0, 3.0], 1, &device),
+        batch_of(&[1.0, 2.0, 3.0], 1, &device).autodiff(),
+    ] {
+        assert!(matches!(s.sample(logits), Err(InferError::Batch(_))));
+    }
     assert!(matches!(
         Sampler::new(Sampling::default(), 0, 1)
             .unwrap()
