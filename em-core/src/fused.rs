@@ -213,7 +213,7 @@ pub mod rows {
     }
 
     /// The maximum of `z`, NaN if any entry is NaN (−∞ for an empty slice), in
-    /// [`MAX_LANES`] lanes so that it vectorizes (a running maximum is one long dependency
+    /// `MAX_LANES` lanes so that it vectorizes (a running maximum is one long dependency
     /// chain that LLVM keeps scalar). The same value as a running maximum but for the sign of
     /// a zero maximum, which no softmax output depends on (`exp(±0) = 1`).
     ///

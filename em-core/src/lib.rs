@@ -32,13 +32,13 @@
 //! | module | what |
 //! |---|---|
 //! | [`softmax`] | the shared parts: [`promote`], [`sum_last`], [`softmax_entropy`] → [`SoftmaxEntropy`] (`log p`, `p`, `H`, the entropy gradient), [`kept_entropy`] |
-//! | [`entropy`](mod@entropy) | [`entropy`], [`token_entropy`], [`entropy_grad`] |
+//! | [`entropy`](mod@entropy) | [`entropy()`], [`token_entropy`], [`entropy_grad`] |
 //! | [`log_probs`] | [`token_log_probs`], [`log_sum_exp`] |
 //! | [`kl`] | [`kl_divergence`] (full distribution), [`k3_kl`] (sampled-token estimator) |
 //! | [`reduce`] | [`Reduction`], [`masked_reduce`] |
 //! | [`loss`] | [`EntropyLossConfig`] → [`EntropyLoss`], the EM-FT objective |
 //! | [`fused`] | plain f32 flex tensors as host rows ([`fused::host_rows`]) and the softmax family on them ([`fused::rows`]): the CPU fast path the functions above take by themselves |
-//! | [`reference`] | f64 slice implementations, used as test oracles |
+//! | [`mod@reference`] | f64 slice implementations, used as test oracles |
 //! | [`manifest`] | [`manifest::first_difference`]: run identity, the field where two runs' configs differ |
 //! | [`rng`] | the one seeded generator ([`rng::Rng`], ChaCha12) and the stable hash used for seeds |
 //!

@@ -132,7 +132,7 @@ pub fn kept_entropy(weights: Tensor<2>, log_probs: Tensor<2>) -> KeptEntropy {
 const SUM_BLOCK: usize = 256;
 
 /// Sum over the last dimension (kept as size 1) in two levels: blocks of at most
-/// [`SUM_BLOCK`] contiguous entries, then the block sums.
+/// `SUM_BLOCK` contiguous entries, then the block sums.
 ///
 /// A backend that reduces a row sequentially accumulates rounding error proportional to the row
 /// length: over 151,936 entries in f32, adding ~6e-6 terms to a running sum near 1 drifts by up

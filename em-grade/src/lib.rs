@@ -31,10 +31,10 @@
 //! | [`grade`] | one problem, one output → [`Grade`] `{ correct, stage, extracted }` |
 //! | [`problems`] | [`Problem`], [`Benchmark`] (the eight shipped sets, files in `em-grade/data/`), the generic [`problems::load_jsonl`] |
 //! | [`prompts`] | the paper's system prompt and code instructions |
-//! | [`math`] | [`math::extract_answer`], [`math::normalize`], [`math::answers_match`] → [`math::Verdict`] (which stage decided) |
+//! | [`math`] | [`math::extract_answer`], [`math::normalize()`], [`math::answers_match`] → [`math::Verdict`] (which stage decided) |
 //! | [`code`] | code extraction, the HumanEval / MBPP / LeetCode harnesses, [`code::pass_at_k`], a bounded worker pool |
 //! | [`sandbox`] | [`sandbox::run_python`]: CPU budgets from reference times, limits, namespaces or an audit hook; which limit fired |
-//! | [`reference`] | the reference solutions' measured CPU times (`data/reference_cpu.json`) |
+//! | [`mod@reference`] | the reference solutions' measured CPU times (`data/reference_cpu.json`) |
 #![warn(missing_docs)]
 
 pub mod code;

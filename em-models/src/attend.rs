@@ -52,7 +52,7 @@ fn visible_runs(span: &Range<usize>, at: usize) -> [Range<usize>; 2] {
 /// when decoding, the prompt when prefilling), against the first `total` positions of the
 /// cache buffers `keys`, `values` (`[batch, kv_heads, capacity, head_dim]`), the new positions
 /// at slots `total - seq..total`, row `b`'s real tokens at `spans[b]`; each query sees the keys
-/// the model's mask lets it see (causal within its row's span, [`visible_runs`]). Query head
+/// the model's mask lets it see (causal within its row's span, `visible_runs`). Query head
 /// `h` reads kv head `h / (heads / kv_heads)`. Returns `[batch, seq, heads · head_dim]`, or
 /// `None` where burn's attention must run (see the module). `kernels` runs the two products
 /// ([`Kernels::detect`] for this CPU's fastest).

@@ -392,7 +392,7 @@ const DEPTH: usize = 256;
 ///
 /// Each rayon task takes a range of whole output columns, so it writes its own columns of `y`
 /// and nothing is summed afterwards: for row-major `[k, n]` weights up to `ROW_SPLIT_MAX_N`
-/// wide one range per thread, walked [`DEPTH`]-row chunks at a time (each chunk's rows are
+/// wide one range per thread, walked `DEPTH`-row chunks at a time (each chunk's rows are
 /// segments of `n / threads` entries, long sequential reads); for the untied head four per
 /// thread; for `[n, k]` weights contiguous blocks of whole rows of the stored matrix. Splitting
 /// `[k, n]` weights by rows of `W` instead (a partial `y` per thread, zeroed, then summed on

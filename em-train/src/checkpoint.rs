@@ -1,4 +1,4 @@
-//! Checkpoints: `out/checkpoint-{step}/` holds the model as [`em_models::save_pretrained`]
+//! Checkpoints: `out/checkpoint-{step}/` holds the model as [`em_models::Qwen2ForCausalLM::save_pretrained`]
 //! writes it (f32, the training dtype, with the tokenizer and the other files of the initial
 //! checkpoint), `optimizer.safetensors` (AdamW's moments keyed by HF tensor name),
 //! `trainer_state.json` ([`TrainerState`]) and `run.json` (the validated [`RunConfig`]).
