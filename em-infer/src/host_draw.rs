@@ -361,10 +361,16 @@ fn cutoff(z: &[f32], softmax: &Softmax, filters: &Filters) -> f32 {
                     _ => f32::NEG_INFINITY,
                 };
                 let entries = in_bucket(z, softmax, b, floor);
-                if let Some(&(c, _)) = entries.iter().find(|e| {
-                    head += f64::from(e.1);
-                    head >= bound
-                }) {
+                // The histogram's mass passes the bound within this bucket; summed entry by
+                // entry in another order it may pass only at the bucket's last entry.
+                let crossing = entries
+                    .iter()
+                    .find(|e| {
+                        head += f64::from(e.1);
+                        head >= bound
+                    })
+                    .or(entries.last());
+                if let Some(&(c, _)) = crossing {
                     cut = cut.max(c);
                 }
             }
