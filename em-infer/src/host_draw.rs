@@ -120,9 +120,7 @@ pub(crate) fn kept(z: &HostRows, settings: &Settings<'_>, device: &Device) -> Te
     let mut keep = vec![false; batch * width];
     for (r, keep) in keep.chunks_mut(width).enumerate() {
         let row = penalised(z, r, settings);
-        let scale = Scale(settings.temperature.filter(|&t| t != 1.0));
-        if let Some(softmax) = Softmax::of(&row, scale) {
-            let cut = cutoff(&row, &softmax, &settings.filters);
+        if let Some((softmax, cut)) = softmax_and_cut(&row, settings) {
             keep.par_chunks_mut(CHUNK)
                 .zip(row.par_chunks(CHUNK))
                 .for_each(|(keep, z)| {
@@ -218,15 +216,20 @@ impl Softmax {
     }
 }
 
+/// A row's tempered softmax and its filters' cut-off ([`cutoff`]); `None` when the row's
+/// maximum is not finite.
+fn softmax_and_cut(z: &[f32], settings: &Settings<'_>) -> Option<(Softmax, f32)> {
+    let softmax = Softmax::of(z, Scale(settings.temperature.filter(|&t| t != 1.0)))?;
+    Some((softmax, cutoff(z, &softmax, &settings.filters)))
+}
+
 /// One row's `[token, log-prob, entropy]` (the token as an exact f32 integer); NaN log-prob
 /// and entropy (token 0) for a row whose maximum is not finite, as the device path's NaN
 /// softmax.
 fn draw_row(z: &[f32], settings: &Settings<'_>, u: f32) -> [f32; 3] {
-    let scale = Scale(settings.temperature.filter(|&t| t != 1.0));
-    let Some(softmax) = Softmax::of(z, scale) else {
+    let Some((softmax, cut)) = softmax_and_cut(z, settings) else {
         return [0.0, f32::NAN, f32::NAN];
     };
-    let cut = cutoff(z, &softmax, &settings.filters);
     let chunks: Vec<ChunkStats> = z
         .par_chunks(CHUNK)
         .map(|z| vectorized(Probs { z, softmax, cut }))
@@ -310,10 +313,10 @@ fn cutoff(z: &[f32], softmax: &Softmax, filters: &Filters) -> f32 {
                 a.add(&b);
                 a
             })
-            .unwrap_or_else(Histogram::empty);
-        // Top-k: its cut-off, and the bucket holding it (entries below the cut-off there are
-        // not kept); every bucket above it is kept whole.
-        let mut top_k: Option<(usize, f32, f64)> = None;
+            .unwrap_or_else(Counts::empty);
+        // Top-k: its cut-off, the bucket holding it and that bucket's entries at or above it
+        // (largest first); every bucket above it is kept whole.
+        let mut top_k: Option<(usize, Vec<(f32, f32)>)> = None;
         if filters.top_k > 0 {
             let mut count = 0usize;
             let crossing = (0..BUCKETS).find(|&b| {
@@ -324,25 +327,22 @@ fn cutoff(z: &[f32], softmax: &Softmax, filters: &Filters) -> f32 {
                 }
             });
             if let Some(b) = crossing {
-                let entries = in_bucket(z, softmax, b, f32::NEG_INFINITY);
+                let mut entries = in_bucket(z, softmax, b);
                 let c = entries[filters.top_k - count - 1].0;
-                let mass = entries
-                    .iter()
-                    .filter(|e| e.0 >= c)
-                    .map(|e| f64::from(e.1))
-                    .sum();
-                top_k = Some((b, c, mass));
+                let kept = entries.partition_point(|e| e.0 >= c);
+                entries.truncate(kept);
+                top_k = Some((b, entries));
                 cut = c;
             }
         }
         if filters.top_p < 1.0 {
             // The buckets top-k keeps (all without top-k), the last one in part.
-            let (last, restricted) = match top_k {
-                Some((b, c, mass)) => (b, Some((c, mass))),
-                None => (BUCKETS - 1, None),
-            };
-            let mass_of = |b: usize| match restricted {
-                Some((_, mass)) if b == last => mass,
+            let last = top_k.as_ref().map_or(BUCKETS - 1, |(b, _)| *b);
+            let last_mass = top_k
+                .as_ref()
+                .map(|(_, entries)| entries.iter().map(|e| f64::from(e.1)).sum::<f64>());
+            let mass_of = |b: usize| match last_mass {
+                Some(mass) if b == last => mass,
                 _ => histogram.masses[b],
             };
             let total: f64 = (0..=last).map(mass_of).sum();
@@ -356,11 +356,11 @@ fn cutoff(z: &[f32], softmax: &Softmax, filters: &Filters) -> f32 {
                 }
             });
             if let Some(b) = crossing {
-                let floor = match restricted {
-                    Some((c, _)) if b == last => c,
-                    _ => f32::NEG_INFINITY,
+                // Top-k's bucket: the entries it keeps, already sorted.
+                let entries = match top_k {
+                    Some((kb, entries)) if kb == b => entries,
+                    _ => in_bucket(z, softmax, b),
                 };
-                let entries = in_bucket(z, softmax, b, floor);
                 // The histogram's mass passes the bound within this bucket; summed entry by
                 // entry in another order it may pass only at the bucket's last entry.
                 let crossing = entries
@@ -384,8 +384,8 @@ fn cutoff(z: &[f32], softmax: &Softmax, filters: &Filters) -> f32 {
     cut
 }
 
-/// `(log p, p)` of the entries of bucket `b` with `log p ≥ floor`, largest log-prob first.
-fn in_bucket(z: &[f32], softmax: &Softmax, b: usize, floor: f32) -> Vec<(f32, f32)> {
+/// `(log p, p)` of the entries of bucket `b`, largest log-prob first.
+fn in_bucket(z: &[f32], softmax: &Softmax, b: usize) -> Vec<(f32, f32)> {
     let mut entries: Vec<(f32, f32)> = z
         .par_chunks(CHUNK)
         .map(|z| {
@@ -393,7 +393,6 @@ fn in_bucket(z: &[f32], softmax: &Softmax, b: usize, floor: f32) -> Vec<(f32, f3
                 z,
                 softmax: *softmax,
                 b,
-                floor,
             })
         })
         .collect::<Vec<_>>()
@@ -402,12 +401,11 @@ fn in_bucket(z: &[f32], softmax: &Softmax, b: usize, floor: f32) -> Vec<(f32, f3
     entries
 }
 
-/// A chunk's entries of bucket `b` with `log p ≥ floor`, as `(log p, p)`.
+/// A chunk's entries of bucket `b`, as `(log p, p)`.
 struct InBucket<'a> {
     z: &'a [f32],
     softmax: Softmax,
     b: usize,
-    floor: f32,
 }
 
 impl Kernel for InBucket<'_> {
@@ -436,7 +434,7 @@ impl Kernel for InBucket<'_> {
                 *lp = self.softmax.log_p(x);
             }
             for &lp in &log_p[..n] {
-                if lp <= upper && lp > lower && lp >= self.floor {
+                if lp <= upper && lp > lower {
                     debug_assert_eq!(bucket(lp), self.b);
                     out.push((lp, rows::exp(lp)));
                 }
@@ -446,27 +444,26 @@ impl Kernel for InBucket<'_> {
     }
 }
 
-/// Per bucket of `−log p`, the entries and their f64 mass.
+/// A chunk's [`Counts`].
 struct Histogram<'a> {
     z: &'a [f32],
     softmax: Softmax,
 }
 
+/// Per bucket of `−log p`, the entries and their f64 mass.
 struct Counts {
     counts: Box<[u32; BUCKETS]>,
     masses: Box<[f64; BUCKETS]>,
 }
 
-impl Histogram<'_> {
-    fn empty() -> Counts {
-        Counts {
+impl Counts {
+    fn empty() -> Self {
+        Self {
             counts: Box::new([0; BUCKETS]),
             masses: Box::new([0.0; BUCKETS]),
         }
     }
-}
 
-impl Counts {
     fn add(&mut self, other: &Self) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a += b;
@@ -482,7 +479,7 @@ impl Kernel for Histogram<'_> {
 
     #[inline(always)]
     fn run(self) -> Counts {
-        let mut out = Histogram::empty();
+        let mut out = Counts::empty();
         let (mut log_p, mut p) = ([0f32; BLOCK], [0f32; BLOCK]);
         for block in self.z.chunks(BLOCK) {
             let n = block.len();

@@ -143,6 +143,8 @@ fn host_draw_matches_the_device_path() {
         let flat: Vec<f32> = values.iter().flatten().copied().collect();
         let logits = Tensor::<2>::from_data(TensorData::new(flat, [rows, vocab]), &device);
         let base = Sampling::default();
+        let seen: Vec<u32> = (0..vocab as u32).step_by(97).take(40).collect();
+        let seen_ids: Vec<usize> = seen.iter().map(|&i| i as usize).collect();
         for sampling in [
             Sampling::greedy(),
             base,
@@ -193,8 +195,6 @@ fn host_draw_matches_the_device_path() {
                 ..base
             },
         ] {
-            let seen: Vec<u32> = (0..vocab as u32).step_by(97).take(40).collect();
-            let seen_ids: Vec<usize> = seen.iter().map(|&i| i as usize).collect();
             let p: Vec<Vec<f64>> = values
                 .iter()
                 .map(|row| {
