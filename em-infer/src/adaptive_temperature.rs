@@ -88,6 +88,16 @@ pub fn adaptive_temperature(
     config: &AdaptiveTemperatureConfig,
     step: usize,
 ) -> Result<AdaptiveTemperatureOutput> {
+    adaptive_temperature_reporting(logits, config, step).map(|(out, _)| out)
+}
+
+/// [`adaptive_temperature`] and each row's `H0`, [`em_core::entropy()`] of `logits` (read as
+/// f64). For [`crate::LogitsProcessor::process_step`].
+pub(crate) fn adaptive_temperature_reporting(
+    logits: Tensor<2>,
+    config: &AdaptiveTemperatureConfig,
+    step: usize,
+) -> Result<(AdaptiveTemperatureOutput, Vec<f64>)> {
     config.validate()?;
     let z = crate::em_inf::compute_rows(logits)?;
     let batch = z.dims()[0];
@@ -125,10 +135,11 @@ pub fn adaptive_temperature(
         }
     }
     let logits = divide_rows(z, &tau, &device);
-    Ok(AdaptiveTemperatureOutput {
+    let out = AdaptiveTemperatureOutput {
         logits,
         temperatures: tau,
-    })
+    };
+    Ok((out, h0))
 }
 
 /// `z[r, :] / tau[r]`.

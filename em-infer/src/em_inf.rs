@@ -15,14 +15,14 @@
 //! twenty, each allocating its output. One pass computes `log p` and `p` entry by entry from
 //! the logits and the softmax's [`Moments`](em_core::fused::rows::Moments) (never stored),
 //! the gradient, the Adam update and the updated row's maximum; the other the next softmax's
-//! sums. `p0` is computed once, in the first step's pass, and read back in the later ones
-//! (which then never read `z0`). Both passes run at the CPU's widest SIMD width
-//! ([`em_core::fused::rows::vectorized`]), and Adam's moments and `p0` live in buffers reused
-//! across calls. The arithmetic is the same f32 arithmetic in the same order but for three
-//! things: the softmax's sums (f64 there; the entropy follows from them,
-//! [`Moments::written_entropy`]), its `exp` (em-core's vectorized one, at most an ulp from
-//! libm's; see [`em_core::fused`]), and Adam's `√v / c₂` (here `√v · (1/c₂)`, one rounding
-//! more and one division less: within 2 ulps).
+//! sums. The first step's pass reads `z0` and writes the output row (no copy first) and
+//! stores `p0`, read back in the later ones; the last step's stores only the logits. Both
+//! passes run at the CPU's widest SIMD width ([`em_core::fused::rows::vectorized`]), and
+//! Adam's moments and `p0` live in buffers reused across calls. The arithmetic is the same f32
+//! arithmetic in the same order but for three things: the softmax's sums (f64 there; the
+//! entropy follows from them, [`Moments::written_entropy`]), its `exp` (em-core's vectorized
+//! one, at most an ulp from libm's; see [`em_core::fused`]), and Adam's `√v / c₂` (here
+//! `√v · (1/c₂)`, one rounding more and one division less: within 2 ulps).
 //!
 //! [`Moments::written_entropy`]: em_core::fused::rows::Moments::written_entropy
 //!
@@ -118,12 +118,26 @@ pub struct EmInfOutput {
 /// decoding step and row when a row contains NaN or +∞ (−∞ entries, i.e. masked tokens, are
 /// fine as long as one entry per row is finite).
 pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<EmInfOutput> {
+    em_inf_reporting(logits, config, step).map(|(out, _)| out)
+}
+
+/// [`em_inf`], and on the host path each row's entropy of `logits` exactly as
+/// [`em_core::entropy()`] computes it (read as f64): the initial softmax's moments give it for
+/// free ([`rows::Moments::entropy`], where EM-INF's own threshold reads
+/// [`rows::Moments::written_entropy`]). `None` on the burn-op path, whose f32 softmax is not
+/// [`em_core::entropy()`]'s computation. For [`crate::LogitsProcessor::process_step`].
+pub(crate) fn em_inf_reporting(
+    logits: Tensor<2>,
+    config: &EmInfConfig,
+    step: usize,
+) -> Result<(EmInfOutput, Option<Vec<f64>>)> {
     config.validate()?;
     let z0 = compute_rows(logits)?;
     if let Some(rows) = host_rows(&z0) {
         // Eight parallel regions per call at 3 steps: from a thread outside rayon's pool each
         // would wake the workers again (see `with_pool_awake`).
-        return em_core::fused::with_pool_awake(|| em_inf_host(&z0, &rows, config, step));
+        return em_core::fused::with_pool_awake(|| em_inf_host(&z0, &rows, config, step))
+            .map(|(out, entropy)| (out, Some(entropy)));
     }
     let batch = z0.dims()[0];
     // One softmax per step (log p, p and the [batch, 1] entropy column) serves the threshold
@@ -132,11 +146,12 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
     let initial_entropy = finite_rows(parts.entropy.clone(), step)?;
     let mut steps = vec![0usize; batch];
     if config.n_grad_steps == 0 {
-        return Ok(EmInfOutput {
+        let out = EmInfOutput {
             logits: z0,
             steps,
             initial_entropy,
-        });
+        };
+        return Ok((out, None));
     }
     let device = z0.device();
     let p0 = parts.probs.clone();
@@ -178,22 +193,26 @@ pub fn em_inf(logits: Tensor<2>, config: &EmInfConfig, step: usize) -> Result<Em
         parts = em_core::softmax_entropy(z.clone());
         entropy = finite_rows(parts.entropy.clone(), step)?;
     }
-    Ok(EmInfOutput {
-        logits: z,
-        steps,
-        initial_entropy,
-    })
+    Ok((
+        EmInfOutput {
+            logits: z,
+            steps,
+            initial_entropy,
+        },
+        None,
+    ))
 }
 
 /// [`em_inf`] on the host rows of plain f32 flex logits `z0` (see the module docs); every row
 /// runs on its own. The `(1 − β)` factors, ε, λ and the step size are rounded to f32 as burn's
-/// scalar operands are.
+/// scalar operands are. Also returns each row's [`em_core::entropy()`] (see
+/// [`em_inf_reporting`]).
 fn em_inf_host(
     tensor: &Tensor<2>,
     z0: &HostRows,
     config: &EmInfConfig,
     step: usize,
-) -> Result<EmInfOutput> {
+) -> Result<(EmInfOutput, Vec<f64>)> {
     let (batch, width) = (z0.rows(), z0.width());
     let initial: Vec<Option<rows::Moments>> =
         z0.values().par_chunks(width).map(rows::moments).collect();
@@ -205,21 +224,30 @@ fn em_inf_host(
     if let Some(row) = initial_entropy.iter().position(|h| !h.is_finite()) {
         return Err(InferError::NonFiniteLogits { step, row });
     }
+    // `rows::entropy` of each row, which `em_core::entropy` writes as an f32 column.
+    let input_entropy: Vec<f64> = initial
+        .iter()
+        .flatten()
+        .map(|m| f64::from(m.entropy() as f32))
+        .collect();
     if config.n_grad_steps == 0 {
-        return Ok(EmInfOutput {
+        let out = EmInfOutput {
             logits: tensor.clone(),
             steps: vec![0; batch],
             initial_entropy,
-        });
+        };
+        return Ok((out, input_entropy));
     }
     // Every row has its moments (a row without them has a NaN entropy, rejected above).
     let initial: Vec<rows::Moments> = initial.into_iter().flatten().collect();
-    // The copy that becomes the output, on every thread (a lone `to_vec` was 4% at batch 8).
-    let mut z: Vec<f32> = z0.values().par_iter().copied().collect();
+    // The output: each row's first step writes it from `z0` (a row that takes no step is
+    // copied). Zeroed by the allocator (fresh pages), not by a pass.
+    let mut z = vec![0f32; batch * width];
     let runs: Vec<RowRun> = z
         .par_chunks_mut(width)
+        .zip(z0.values().par_chunks(width))
         .zip(initial.par_iter())
-        .map(|(z, &initial)| em_inf_row(z, initial, config))
+        .map(|((z, z0), &initial)| em_inf_row(z0, z, initial, config))
         .collect();
     // The earliest step at which a row turned non-finite, the first such row: the error the
     // burn-op loop reports (it checks every row after every step).
@@ -231,11 +259,12 @@ fn em_inf_host(
     {
         return Err(InferError::NonFiniteLogits { step, row });
     }
-    Ok(EmInfOutput {
+    let out = EmInfOutput {
         logits: tensor_from_rows(z, [batch, width], &tensor.device()),
         steps: runs.iter().map(|run| run.steps).collect(),
         initial_entropy,
-    })
+    };
+    Ok((out, input_entropy))
 }
 
 /// One row's EM-INF on the host.
@@ -246,21 +275,24 @@ struct RowRun {
     non_finite_after: Option<usize>,
 }
 
-/// The Adam steps of one row `z` (`z0` on entry, updated in place) from the initial softmax's
-/// [`rows::Moments`]: the burn-op loop of [`em_inf`] for that row, in the same f32 operations
-/// (but for `√v / c₂`, see the module docs).
+/// The Adam steps of one row from `z0` into `z` (whatever it holds on entry), from the
+/// initial softmax's [`rows::Moments`]: the burn-op loop of [`em_inf`] for that row, in the
+/// same f32 operations but for `√v / c₂` (see the module docs).
 ///
 /// Two passes per step: one computes `log p` and `p` entry by entry from the logits and the
 /// moments (the values [`rows::softmax_entropy`] would store), the gradient, Adam's update
 /// and the updated row's maximum; the other the next moments from that maximum. The first
-/// step's `p` is `p0`, which that pass stores for the later ones.
-fn em_inf_row(z: &mut [f32], initial: rows::Moments, config: &EmInfConfig) -> RowRun {
+/// step reads `z0` and writes `z` (so the row is not copied first); its `p` is `p0`, which
+/// that pass stores for the later steps. The last step stores neither Adam's moments nor the
+/// maximum (nothing reads them).
+fn em_inf_row(z0: &[f32], z: &mut [f32], initial: rows::Moments, config: &EmInfConfig) -> RowRun {
     let mut run = RowRun {
         steps: 0,
         non_finite_after: None,
     };
     if f64::from(initial.written_entropy()) < config.threshold {
-        // No step: nothing to allocate.
+        // No step: the row as it came, and nothing to allocate.
+        z.copy_from_slice(z0);
         return run;
     }
     // Adam's moments and p0, written (by the first step) before they are read.
@@ -277,7 +309,8 @@ fn em_inf_row(z: &mut [f32], initial: rows::Moments, config: &EmInfConfig) -> Ro
         step_size: 0.0,
         v_scale: 0.0,
     };
-    for t in 1..=config.n_grad_steps {
+    let last = config.n_grad_steps;
+    for t in 1..=last {
         if f64::from(adam.softmax.h) < config.threshold {
             break;
         }
@@ -288,23 +321,36 @@ fn em_inf_row(z: &mut [f32], initial: rows::Moments, config: &EmInfConfig) -> Ro
         // In chunks on rayon's threads (elementwise: the result does not depend on the split;
         // the chunks' maxima are combined in chunk order).
         let state = m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK));
-        let chunks = z
-            .par_chunks_mut(CHUNK)
-            .zip(p0.par_chunks_mut(CHUNK))
-            .zip(state);
-        let maxima = chunks
-            .map(|((z, p0), (m, v))| {
-                if t == 1 {
-                    rows::vectorized(AdamChunk::<true>(&adam, z, p0, m, v))
-                } else {
-                    rows::vectorized(AdamChunk::<false>(&adam, z, p0, m, v))
+        let outputs = z.par_chunks_mut(CHUNK).zip(p0.par_chunks_mut(CHUNK));
+        let chunks = outputs
+            .zip(state)
+            .enumerate()
+            .map(|(c, ((z, p0), (m, v)))| {
+                let chunk = AdamChunk {
+                    adam: &adam,
+                    z0: if t == 1 {
+                        &z0[c * CHUNK..][..z.len()]
+                    } else {
+                        &[]
+                    },
+                    z,
+                    p0,
+                    m,
+                    v,
+                };
+                match (t == 1, t == last) {
+                    (true, false) => rows::vectorized(Step::<true, false>(chunk)),
+                    (true, true) => rows::vectorized(Step::<true, true>(chunk)),
+                    (false, false) => rows::vectorized(Step::<false, false>(chunk)),
+                    (false, true) => rows::vectorized(Step::<false, true>(chunk)),
                 }
-            })
-            .collect();
-        if t == config.n_grad_steps {
+            });
+        if t == last {
+            chunks.for_each(drop);
             break;
         }
-        match rows::moments_from_max(z, rows::max_in_order(maxima)) {
+        let max = rows::max_in_order(chunks.collect());
+        match rows::moments_from_max(z, max) {
             Some(moments) if moments.entropy().is_finite() => {
                 adam.softmax = Softmax::of(&moments);
             }
@@ -313,6 +359,11 @@ fn em_inf_row(z: &mut [f32], initial: rows::Moments, config: &EmInfConfig) -> Ro
                 break;
             }
         }
+    }
+    if run.steps == 0 {
+        // Not reached (the loop's first check repeats the one above), but `z` must not be
+        // left unwritten.
+        z.copy_from_slice(z0);
     }
     run
 }
@@ -358,53 +409,101 @@ struct AdamStep {
     v_scale: f32,
 }
 
-/// One chunk of an Adam step ([`AdamStep::update`]) and the updated chunk's maximum (NaN if
-/// it holds a NaN), as [`rows::vectorized`] runs it: `(step, z, p0, m, v)`.
-struct AdamChunk<'a, const FIRST: bool>(
-    &'a AdamStep,
-    &'a mut [f32],
-    &'a mut [f32],
-    &'a mut [f32],
-    &'a mut [f32],
-);
+/// One chunk of a row's Adam step: the step's scalars, `z0` (the first step's input; empty
+/// in later steps, which update `z` in place), `z`, `p0` and Adam's `m`, `v`.
+struct AdamChunk<'a> {
+    adam: &'a AdamStep,
+    z0: &'a [f32],
+    z: &'a mut [f32],
+    p0: &'a mut [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
 
-impl<const FIRST: bool> rows::Kernel for AdamChunk<'_, FIRST> {
+/// An [`AdamChunk`] as [`rows::vectorized`] runs it: `FIRST` the row's first step
+/// ([`AdamStep::first`]), `LAST` its last (nothing stored but `z`). Returns the updated
+/// chunk's maximum (NaN if it holds a NaN; not computed, NaN, in the last step).
+struct Step<'a, const FIRST: bool, const LAST: bool>(AdamChunk<'a>);
+
+impl<const FIRST: bool, const LAST: bool> rows::Kernel for Step<'_, FIRST, LAST> {
     type Output = f32;
 
     #[inline(always)]
     fn run(self) -> f32 {
-        let Self(adam, z, p0, m, v) = self;
-        adam.update::<FIRST>(z, p0, m, v);
-        rows::max_of(z)
+        let AdamChunk {
+            adam,
+            z0,
+            z,
+            p0,
+            m,
+            v,
+        } = self.0;
+        if FIRST {
+            adam.first::<LAST>(z0, z, p0, m, v);
+        } else {
+            adam.later::<LAST>(z, p0, m, v);
+        }
+        if LAST { f32::NAN } else { rows::max_of(z) }
     }
 }
 
 impl AdamStep {
-    /// The gradient `−p ⊙ (log p + H) + λ·(p − p0)` and Adam's update of `z`, `m` and `v` over
-    /// one chunk. `FIRST`: the first step, where `z` still equals `z0` (so `p` is `p0`, which
-    /// is written to `p0` here and read there later) and the moments are Adam's initial zeros
-    /// (burn's loop starts from zero tensors): `m`, `v` are written without being read,
-    /// `0·β + x` as there.
+    /// The gradient `−p ⊙ (log p + H) + λ·(p − p0)` of logit `x` with softmax values
+    /// `(log p, p)`.
     #[inline(always)]
-    fn update<const FIRST: bool>(
+    fn grad(&self, log_p: f32, p: f32, p0: f32) -> f32 {
+        -(p * (log_p + self.softmax.h)) + (p - p0) * self.kl_weight
+    }
+
+    /// The first step over one chunk, from `z0` into `z`: `p` is `p0` (stored for the later
+    /// steps unless `LAST`), so the KL term is 0, and Adam's moments start from zero (burn's
+    /// loop starts from zero tensors): `m = 0·β1 + (1 − β1)·g`, `v = 0·β2 + (1 − β2)·g²` as
+    /// there, stored unless `LAST`.
+    ///
+    /// Why `√v` although `√v / c₂` is `|g|` in real arithmetic (`c₂ = √(1 − β2)`): taking
+    /// `|g|` moved the output by 2.6e-5 on a flat 151,936-token row, over the 1e-5 the burn-op
+    /// loop is held to (`tests/em_inf.rs`). Where `log p + H` cancels, `g` is rounding noise
+    /// that Adam scales up to `lr·g/(|g| + ε)`, so an ulp of difference in the first step's
+    /// `z` changes the later steps' `g` entirely.
+    #[inline(always)]
+    fn first<const LAST: bool>(
         &self,
+        z0: &[f32],
         z: &mut [f32],
         p0: &mut [f32],
         m: &mut [f32],
         v: &mut [f32],
     ) {
-        let h = self.softmax.h;
-        let state = m.iter_mut().zip(v.iter_mut());
-        for ((z, p0), (m, v)) in z.iter_mut().zip(p0.iter_mut()).zip(state) {
-            let (log_p, p) = self.softmax.at(*z);
-            if FIRST {
+        let state = p0.iter_mut().zip(m.iter_mut().zip(v.iter_mut()));
+        for ((&x, z), (p0, (m, v))) in z0.iter().zip(z.iter_mut()).zip(state) {
+            let (log_p, p) = self.softmax.at(x);
+            let grad = self.grad(log_p, p, p);
+            let m_new = 0.0 * self.beta1 + grad * self.keep1;
+            let v_new = 0.0 * self.beta2 + grad * grad * self.keep2;
+            if !LAST {
                 *p0 = p;
+                *m = m_new;
+                *v = v_new;
             }
-            let grad = -(p * (log_p + h)) + (p - *p0) * self.kl_weight;
-            let (m_prev, v_prev) = if FIRST { (0.0, 0.0) } else { (*m, *v) };
-            *m = m_prev * self.beta1 + grad * self.keep1;
-            *v = v_prev * self.beta2 + grad * grad * self.keep2;
-            *z -= *m / (v.sqrt() * self.v_scale + self.eps) * self.step_size;
+            *z = x - m_new / (v_new.sqrt() * self.v_scale + self.eps) * self.step_size;
+        }
+    }
+
+    /// A later step over one chunk, in place: Adam's update of `z`, `m` and `v` (the moments
+    /// not stored when `LAST`).
+    #[inline(always)]
+    fn later<const LAST: bool>(&self, z: &mut [f32], p0: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let state = m.iter_mut().zip(v.iter_mut());
+        for ((z, &p0), (m, v)) in z.iter_mut().zip(p0).zip(state) {
+            let (log_p, p) = self.softmax.at(*z);
+            let grad = self.grad(log_p, p, p0);
+            let m_new = *m * self.beta1 + grad * self.keep1;
+            let v_new = *v * self.beta2 + grad * grad * self.keep2;
+            if !LAST {
+                *m = m_new;
+                *v = v_new;
+            }
+            *z -= m_new / (v_new.sqrt() * self.v_scale + self.eps) * self.step_size;
         }
     }
 }

@@ -14,7 +14,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use em_models::{CausalLm, KvCache, Logits, Tokenizer};
 
 use crate::error::{InferError, Result};
-use crate::processor::{LogitsProcessor, StepContext};
+use crate::processor::{LogitsProcessor, Processed, StepContext};
 use crate::sampling::{Sampler, Sampling};
 pub use crate::stream::{Generation, StopReason, TokenEvent};
 use crate::stream::{RowState, StopStrings};
@@ -232,13 +232,15 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
                 .collect();
             let ctx = StepContext::new(step, &state.active, &histories);
             let active = &state.active;
-            let processed = processor.process(z.clone(), &ctx).map_err(|e| match e {
-                InferError::NonFiniteLogits { step, row } => InferError::NonFiniteLogits {
-                    step,
-                    row: active.get(row).copied().unwrap_or(row),
-                },
-                other => other,
-            })?;
+            let processed = processor
+                .process_step(z.clone(), &ctx)
+                .map_err(|e| match e {
+                    InferError::NonFiniteLogits { step, row } => InferError::NonFiniteLogits {
+                        step,
+                        row: active.get(row).copied().unwrap_or(row),
+                    },
+                    other => other,
+                })?;
             let drawn = draw_step(&mut state.sampler, z, processed)?;
             let mut still = Vec::with_capacity(n);
             for (i, (&r, d)) in state.active.iter().zip(&drawn).enumerate() {
@@ -293,7 +295,8 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
 }
 
 /// A step's draw from its processed logits, with the entropy of the model's own logits `z`
-/// read back beside it. On the CPU (plain f32 flex logits) its few parallel passes over the
+/// read back beside it (or taken from the processors, when they computed it: see
+/// [`LogitsProcessor::process_step`]). On the CPU (plain f32 flex logits) its few parallel passes over the
 /// vocabulary (the two entropies, the softmax, the kept entropy) run on one of rayon's workers
 /// with the others polling ([`em_core::fused::with_pool_awake`]): from the generator's thread
 /// each pass would wake the pool again (0.6 ms of a 33 ms f16 decode step of the 0.5B model
@@ -301,14 +304,22 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
 fn draw_step(
     sampler: &mut Sampler,
     z: Tensor<2>,
-    processed: Tensor<2>,
+    processed: Processed,
 ) -> Result<Vec<crate::sampling::DrawnRow>> {
     let on_cpu = em_core::fused::host_rows(&z).is_some();
+    let rows = z.dims()[0];
+    let known = processed.input_entropy.filter(|h| h.len() == rows);
     let step = move || {
-        let model_entropy = em_core::entropy(z).unsqueeze_dim::<2>(1);
-        let draw = sampler.draw(processed)?;
+        let model_entropy = known
+            .is_none()
+            .then(|| em_core::entropy(z).unsqueeze_dim::<2>(1));
+        let draw = sampler.draw(processed.logits)?;
         sampler.observe(draw.tokens.clone());
-        draw.read_back(Some(model_entropy))
+        let mut drawn = draw.read_back(model_entropy)?;
+        for (row, h) in drawn.iter_mut().zip(known.into_iter().flatten()) {
+            row.extra = Some(h);
+        }
+        Ok(drawn)
     };
     if on_cpu {
         em_core::fused::with_pool_awake(step)

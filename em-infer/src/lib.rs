@@ -65,8 +65,8 @@ pub use em_inf::{EmInfConfig, EmInfOutput, em_inf};
 pub use error::{InferError, Result};
 pub use generator::{GenerateConfig, Generator};
 pub use processor::{
-    AdaptiveTemperatureProcessor, EmInfProcessor, LogitsProcessor, ProcessorChain, ProcessorStats,
-    StepContext,
+    AdaptiveTemperatureProcessor, EmInfProcessor, LogitsProcessor, Processed, ProcessorChain,
+    ProcessorStats, StepContext,
 };
 pub use sampling::{Draw, DrawnRow, Sampled, Sampler, Sampling};
 pub use strategies::{RefinementRound, SelfConsistency, refine, self_consistency};

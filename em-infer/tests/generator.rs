@@ -259,9 +259,9 @@ fn em_inf_keeps_greedy_tokens_and_lowers_entropy() {
         for (p, a) in plain.iter().zip(&adjusted) {
             assert_eq!(p.tokens, a.tokens, "{name}");
             assert!(a.mean_entropy() < p.mean_entropy() - 0.1, "{name}");
-            for (x, y) in p.model_entropies.iter().zip(&a.model_entropies) {
-                assert!((x - y).abs() < 1e-4);
-            }
+            // The model's entropy, whether the generator computes it (plain) or EM-INF hands
+            // it over (on the CPU): the same values to the bit.
+            assert_eq!(p.model_entropies, a.model_entropies, "{name}");
         }
     }
 }
