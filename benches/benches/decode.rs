@@ -1,6 +1,6 @@
 //! One full decoding step — model forward of one token per row (KV cache at 128 positions), the
-//! model's entropy, the logits processors, the draw and the read-back, as the `Generator` does
-//! it — with plain sampling vs EM-INF (3 and 15 Adam steps) vs adaptive temperature, at batch 1
+//! logits processors, the model's entropy (unless a processor handed it over), the draw and the
+//! read-back, as the `Generator` does it — with plain sampling vs EM-INF (3 and 15 Adam steps) vs adaptive temperature, at batch 1
 //! and 8 (the real model also with f16 and bf16 weights: plain step and EM-INF 3 steps); plus the sampler alone
 //! over Qwen2.5's vocabulary (greedy, temperature, top-k, top-p).
 //!
@@ -94,20 +94,25 @@ fn bench_decode(
                             .forward(ids(batch, 1, vocab, &device), &mut cache, Logits::Last)
                             .unwrap()
                             .reshape([batch, vocab]);
-                        let model_entropy = em_core::entropy(logits.clone());
+                        let on_cpu = em_core::fused::host_rows(&logits).is_some();
                         let ctx = StepContext::new(0, &rows, &histories);
-                        let processed = processor.process(logits, &ctx).unwrap();
-                        let draw = sampler.draw(processed).unwrap();
-                        Tensor::cat(
-                            vec![
-                                draw.tokens,
-                                draw.log_probs,
-                                draw.entropies,
-                                model_entropy.unsqueeze_dim(1),
-                            ],
-                            1,
-                        )
-                        .into_data()
+                        let out = processor.process_step(logits.clone(), &ctx).unwrap();
+                        // As the generator: the model's entropy unless a processor handed it
+                        // over, and the draw with the pool kept awake on the CPU.
+                        let known = out.input_entropy;
+                        let step = || {
+                            let model_entropy = known
+                                .is_none()
+                                .then(|| em_core::entropy(logits).unsqueeze_dim::<2>(1));
+                            let draw = sampler.draw(out.logits).unwrap();
+                            sampler.observe(draw.tokens.clone());
+                            draw.read_back(model_entropy).unwrap()
+                        };
+                        if on_cpu {
+                            em_core::fused::with_pool_awake(step)
+                        } else {
+                            step()
+                        }
                     })
                 },
             );
