@@ -1,8 +1,9 @@
 //! One full decoding step — model forward of one token per row (KV cache at 128 positions), the
 //! logits processors, the model's entropy (unless a processor handed it over), the draw and the
-//! read-back, as the `Generator` does it — with plain sampling vs EM-INF (3 and 15 Adam steps) vs adaptive temperature, at batch 1
-//! and 8 (the real model also with f16 and bf16 weights: plain step and EM-INF 3 steps); plus the sampler alone
-//! over Qwen2.5's vocabulary (greedy, temperature, top-k, top-p).
+//! read-back, as the `Generator` does it — with plain sampling vs EM-INF (3 and 15 Adam steps)
+//! vs adaptive temperature, at batch 1 and 8 (the real model also with f16 and bf16 weights:
+//! plain step and EM-INF 3 steps); plus the sampler alone over Qwen2.5's vocabulary (greedy,
+//! temperature, top-k, top-p).
 //!
 //! ```text
 //! cargo bench -p em-benches --bench decode                                   # tiny model + sampler
@@ -99,7 +100,7 @@ fn bench_decode(
                         let out = processor.process_step(logits.clone(), &ctx).unwrap();
                         // As the generator: the model's entropy unless a processor handed it
                         // over, and the draw with the pool kept awake on the CPU.
-                        let known = out.input_entropy;
+                        let known = out.input_entropy.filter(|h| h.len() == batch);
                         let step = || {
                             let model_entropy = known
                                 .is_none()

@@ -24,7 +24,13 @@
 //! one, at most an ulp from libm's; see [`em_core::fused`]), and Adam's `√v / c₂` (here
 //! `√v · (1/c₂)`, one rounding more and one division less: within 2 ulps).
 //!
+//! The host path's initial moments also give each row's entropy exactly as
+//! [`em_core::entropy()`] computes it ([`Moments::entropy`], rounded to f32), which
+//! [`crate::EmInfProcessor`] hands to the generator as the model's entropy
+//! ([`crate::LogitsProcessor::process_step`]).
+//!
 //! [`Moments::written_entropy`]: em_core::fused::rows::Moments::written_entropy
+//! [`Moments::entropy`]: em_core::fused::rows::Moments::entropy
 //!
 //! Tests compare both paths with each other and with the f64 reference.
 
@@ -105,7 +111,10 @@ pub struct EmInfOutput {
     pub logits: Tensor<2>,
     /// Adam steps taken by each row (0 for rows that started below the threshold).
     pub steps: Vec<usize>,
-    /// Each row's entropy before any update, in nats.
+    /// Each row's entropy before any update, in nats: the value the threshold is checked
+    /// against. On the host path that is the entropy of the f32 `p` the first step uses
+    /// ([`Moments::written_entropy`](rows::Moments::written_entropy)), which may differ from [`em_core::entropy()`]'s value
+    /// in the last bit.
     pub initial_entropy: Vec<f64>,
 }
 
@@ -241,7 +250,7 @@ fn em_inf_host(
     // Every row has its moments (a row without them has a NaN entropy, rejected above).
     let initial: Vec<rows::Moments> = initial.into_iter().flatten().collect();
     // The output: each row's first step writes it from `z0` (a row that takes no step is
-    // copied). Zeroed by the allocator (fresh pages), not by a pass.
+    // copied). Zeroed first by the allocator (fresh pages or a memset).
     let mut z = vec![0f32; batch * width];
     let runs: Vec<RowRun> = z
         .par_chunks_mut(width)
@@ -311,7 +320,8 @@ fn em_inf_row(z0: &[f32], z: &mut [f32], initial: rows::Moments, config: &EmInfC
     };
     let last = config.n_grad_steps;
     for t in 1..=last {
-        if f64::from(adam.softmax.h) < config.threshold {
+        // The first step's check is the one above.
+        if t > 1 && f64::from(adam.softmax.h) < config.threshold {
             break;
         }
         run.steps += 1;
@@ -339,14 +349,14 @@ fn em_inf_row(z0: &[f32], z: &mut [f32], initial: rows::Moments, config: &EmInfC
                     v,
                 };
                 match (t == 1, t == last) {
-                    (true, false) => rows::vectorized(Step::<true, false>(chunk)),
-                    (true, true) => rows::vectorized(Step::<true, true>(chunk)),
-                    (false, false) => rows::vectorized(Step::<false, false>(chunk)),
-                    (false, true) => rows::vectorized(Step::<false, true>(chunk)),
+                    (true, false) => rows::vectorized(AdamPass::<true, false>(chunk)),
+                    (true, true) => rows::vectorized(AdamPass::<true, true>(chunk)),
+                    (false, false) => rows::vectorized(AdamPass::<false, false>(chunk)),
+                    (false, true) => rows::vectorized(AdamPass::<false, true>(chunk)),
                 }
             });
         if t == last {
-            chunks.for_each(drop);
+            chunks.for_each(|_| {});
             break;
         }
         let max = rows::max_in_order(chunks.collect());
@@ -359,11 +369,6 @@ fn em_inf_row(z0: &[f32], z: &mut [f32], initial: rows::Moments, config: &EmInfC
                 break;
             }
         }
-    }
-    if run.steps == 0 {
-        // Not reached (the loop's first check repeats the one above), but `z` must not be
-        // left unwritten.
-        z.copy_from_slice(z0);
     }
     run
 }
@@ -423,9 +428,9 @@ struct AdamChunk<'a> {
 /// An [`AdamChunk`] as [`rows::vectorized`] runs it: `FIRST` the row's first step
 /// ([`AdamStep::first`]), `LAST` its last (nothing stored but `z`). Returns the updated
 /// chunk's maximum (NaN if it holds a NaN; not computed, NaN, in the last step).
-struct Step<'a, const FIRST: bool, const LAST: bool>(AdamChunk<'a>);
+struct AdamPass<'a, const FIRST: bool, const LAST: bool>(AdamChunk<'a>);
 
-impl<const FIRST: bool, const LAST: bool> rows::Kernel for Step<'_, FIRST, LAST> {
+impl<const FIRST: bool, const LAST: bool> rows::Kernel for AdamPass<'_, FIRST, LAST> {
     type Output = f32;
 
     #[inline(always)]
@@ -474,6 +479,8 @@ impl AdamStep {
         m: &mut [f32],
         v: &mut [f32],
     ) {
+        // A short `z0` would leave the rest of `z` unwritten (zip stops at the shorter).
+        debug_assert_eq!(z0.len(), z.len());
         let state = p0.iter_mut().zip(m.iter_mut().zip(v.iter_mut()));
         for ((&x, z), (p0, (m, v))) in z0.iter().zip(z.iter_mut()).zip(state) {
             let (log_p, p) = self.softmax.at(x);

@@ -295,10 +295,10 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
 }
 
 /// A step's draw from its processed logits, with the entropy of the model's own logits `z`
-/// read back beside it (or taken from the processors, when they computed it: see
-/// [`LogitsProcessor::process_step`]). On the CPU (plain f32 flex logits) its few parallel passes over the
-/// vocabulary (the two entropies, the softmax, the kept entropy) run on one of rayon's workers
-/// with the others polling ([`em_core::fused::with_pool_awake`]): from the generator's thread
+/// read back beside it (or taken from the processors, when they computed it and report one
+/// value per row: see [`LogitsProcessor::process_step`]). On the CPU (plain f32 flex logits)
+/// its few parallel passes over the vocabulary (the model's entropy unless reported, the
+/// softmax, the kept entropy) run on one of rayon's workers with the others polling ([`em_core::fused::with_pool_awake`]): from the generator's thread
 /// each pass would wake the pool again (0.6 ms of a 33 ms f16 decode step of the 0.5B model
 /// went to them, mostly waiting; see #14's note).
 fn draw_step(

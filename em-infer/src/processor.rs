@@ -54,11 +54,13 @@ pub trait LogitsProcessor {
     fn process(&mut self, logits: Tensor<2>, ctx: &StepContext<'_>) -> Result<Tensor<2>>;
 
     /// [`Self::process`], also handing back the entropy of the logits it was given when it
-    /// computed that on the way ([`Processed::input_entropy`]). The generator reports the
-    /// model's entropy at every step and takes it from here rather than making another pass
-    /// over the vocabulary (0.5 ms of a decode step at 8 rows of Qwen2.5's vocabulary on the
-    /// CPU). The default processes and reports nothing; EM-INF (on the CPU), adaptive
-    /// temperature and a chain whose first processor reports override it.
+    /// computed that on the way ([`Processed::input_entropy`]). The generator calls only this
+    /// method: it reports the model's entropy at every step and takes it from here rather
+    /// than making another pass over the vocabulary (0.5 ms of a decode step at 8 rows of
+    /// Qwen2.5's vocabulary on flex). An override must return the logits [`Self::process`]
+    /// returns. The default processes and reports nothing; EM-INF (on its host path: flex,
+    /// f32/f16/bf16 logits), adaptive temperature and a chain whose first processor reports
+    /// override it.
     ///
     /// # Errors
     /// As [`Self::process`].
@@ -83,7 +85,8 @@ pub struct Processed {
     /// Each row's entropy of the logits the processor was given, exactly the values
     /// [`em_core::entropy()`] returns for them (read as f64), when the processor computed them
     /// anyway; `None` otherwise. A processor that reports anything else here makes the
-    /// generator report wrong model entropies.
+    /// generator report wrong model entropies; a report with another number of rows than the
+    /// logits is ignored (the generator computes the entropy itself).
     pub input_entropy: Option<Vec<f64>>,
 }
 
@@ -208,8 +211,9 @@ impl LogitsProcessor for EmInfProcessor {
         self.process_step(logits, ctx).map(|out| out.logits)
     }
 
-    /// Reports the input's entropy on the CPU's host path, where the initial softmax's sums
-    /// give it ([`crate::em_inf`](mod@crate::em_inf)'s module docs); not on the burn-op path.
+    /// Reports the input's entropy on the host path (flex; f32 logits, or f16/bf16 ones
+    /// widened to f32), where the initial softmax's sums give it
+    /// ([`crate::em_inf`](mod@crate::em_inf)'s module docs); not on the burn-op path.
     fn process_step(&mut self, logits: Tensor<2>, ctx: &StepContext<'_>) -> Result<Processed> {
         let (out, input_entropy) = em_inf_reporting(logits, &self.config, ctx.step)?;
         self.stats.rows += out.steps.len();

@@ -36,7 +36,7 @@
 //! from a histogram of the log-probs and a sort of one bucket, and the same search over chunk
 //! sums, with nothing of the vocabulary's size allocated but a penalised row.
 
-use burn::tensor::{Bool, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
 use em_core::rng::{Rng, mix, rng};
 use em_models::GenerationConfig;
 use rand::RngExt;
@@ -296,12 +296,23 @@ impl Draw {
     /// column computed in the same step (the generator's model entropy): one typed
     /// [`DrawnRow`] per row. The only place a step's values are read back and split.
     ///
+    /// The draw's columns are f32; an f64 extra column (an f64 model's entropy) widens them to
+    /// f64 for the one read-back rather than being rounded to f32, and any other dtype is
+    /// cast to f32.
+    ///
     /// # Errors
     /// [`InferError::Tensor`] if the read-back fails.
     pub fn read_back(self, extra: Option<Tensor<2>>) -> Result<Vec<DrawnRow>> {
         let mut columns = vec![self.tokens, self.log_probs, self.entropies];
         let width = columns.len() + usize::from(extra.is_some());
         columns.extend(extra);
+        let wide = columns.iter().any(|c| c.dtype() == DType::F64);
+        let dtype = if wide {
+            FloatDType::F64
+        } else {
+            FloatDType::F32
+        };
+        let columns = columns.into_iter().map(|c| c.cast(dtype)).collect();
         let values = crate::em_inf::host_f64(Tensor::cat(columns, 1))?;
         Ok(values
             .chunks_exact(width)

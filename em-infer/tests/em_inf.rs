@@ -454,6 +454,11 @@ fn host_path_matches_the_burn_op_loop() {
     );
     for config in [
         EmInfConfig::default(),
+        // One step: the first step is also the last (nothing stored but the logits).
+        EmInfConfig {
+            n_grad_steps: 1,
+            ..EmInfConfig::default()
+        },
         EmInfConfig {
             n_grad_steps: 10,
             threshold: 2.0,
