@@ -10,7 +10,8 @@
 # checkpoint with scripts/qwen/reproduce.sh if missing, dequantizes the GGUF the checkpoint comes
 # from to F32 and F16 with llama.cpp's own quantizer, builds em's `generate` example, then runs
 # every engine REPEATS times in turn and prints one table: median tok/s, em's ratio to llama.cpp
-# at the same width, and the load average before and after.
+# at the same width (of the medians, and the median and range of each round's decode ratio), and
+# the load average before and after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEATS=${1:-3}
@@ -69,19 +70,25 @@ rows = {}
 for line in open(sys.argv[1]):
     engine, data = line.split(" ", 1)
     rows.setdefault(engine, []).append(json.loads(data))
-med = {e: {k: statistics.median(r[k] for r in rs) for k in ("prefill_tok_s", "decode_tok_s")} for e, rs in rows.items()}
+keys = ("prefill_tok_s", "decode_tok_s")
+med = {e: {k: statistics.median(r[k] for r in rs) for k in keys} for e, rs in rows.items()}
 base = {"em-f32": "llama-f32", "em-f16": "llama-f16", "em-bf16": "llama-f16"}
 print(f"\n{len(next(iter(rows.values())))} runs each, median; 128 prompt tokens, 128 new tokens, "
       f"{sys.argv[4]} threads; load average {sys.argv[2]} before, {sys.argv[3]} after\n")
-print("| engine | prefill tok/s | decode tok/s | em / llama.cpp (prefill, decode) |")
-print("|---|---|---|---|")
+# Two ratios: of the medians, and the median of each round's ratio (the two engines seconds
+# apart, so less exposed to the machine's bandwidth drifting between rounds), with its range.
+print("| engine | prefill tok/s | decode tok/s | em / llama.cpp (prefill, decode) "
+      "| per round: median (min-max) of decode ratios |")
+print("|---|---|---|---|---|")
 for e in ["llama-f32", "em-f32", "llama-f16", "em-f16", "em-bf16"]:
     if e not in med:
         continue
     m = med[e]
-    ratio = ""
+    ratio = per_round = ""
     if e in base and base[e] in med:
         b = med[base[e]]
         ratio = f"{m['prefill_tok_s'] / b['prefill_tok_s']:.2f}×, {m['decode_tok_s'] / b['decode_tok_s']:.2f}×"
-    print(f"| {e} | {m['prefill_tok_s']:.1f} | {m['decode_tok_s']:.1f} | {ratio} |")
+        r = [x["decode_tok_s"] / y["decode_tok_s"] for x, y in zip(rows[e], rows[base[e]])]
+        per_round = f"{statistics.median(r):.2f}× ({min(r):.2f}-{max(r):.2f})"
+    print(f"| {e} | {m['prefill_tok_s']:.1f} | {m['decode_tok_s']:.1f} | {ratio} | {per_round} |")
 PYEOF
