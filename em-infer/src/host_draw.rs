@@ -301,13 +301,20 @@ fn bucket(log_p: f32) -> usize {
 fn cutoff(z: &[f32], softmax: &Softmax, filters: &Filters) -> f32 {
     let mut cut = f32::NEG_INFINITY;
     if filters.top_k > 0 || filters.top_p < 1.0 {
+        // Top-k alone needs only the counts: no `exp` per entry then.
+        let masses = filters.top_p < 1.0;
         let histogram = z
             .par_chunks(CHUNK)
             .map(|z| {
-                vectorized(Histogram {
+                let chunk = Histogram {
                     z,
                     softmax: *softmax,
-                })
+                };
+                if masses {
+                    vectorized(WithMasses::<true>(chunk))
+                } else {
+                    vectorized(WithMasses::<false>(chunk))
+                }
             })
             .reduce_with(|mut a, b| {
                 a.add(&b);
@@ -450,6 +457,10 @@ struct Histogram<'a> {
     softmax: Softmax,
 }
 
+/// A [`Histogram`] as [`vectorized`] runs it: with `MASSES`, each bucket's f64 mass too;
+/// without (top-k alone), the masses stay 0 and no `p` is computed.
+struct WithMasses<'a, const MASSES: bool>(Histogram<'a>);
+
 /// Per bucket of `−log p`, the entries and their f64 mass.
 struct Counts {
     counts: Box<[u32; BUCKETS]>,
@@ -474,23 +485,28 @@ impl Counts {
     }
 }
 
-impl Kernel for Histogram<'_> {
+impl<const MASSES: bool> Kernel for WithMasses<'_, MASSES> {
     type Output = Counts;
 
     #[inline(always)]
     fn run(self) -> Counts {
+        let Histogram { z, softmax } = self.0;
         let mut out = Counts::empty();
         let (mut log_p, mut p) = ([0f32; BLOCK], [0f32; BLOCK]);
-        for block in self.z.chunks(BLOCK) {
+        for block in z.chunks(BLOCK) {
             let n = block.len();
             for ((lp, p), &x) in log_p.iter_mut().zip(p.iter_mut()).zip(block) {
-                *lp = self.softmax.log_p(x);
-                *p = rows::exp(*lp);
+                *lp = softmax.log_p(x);
+                if MASSES {
+                    *p = rows::exp(*lp);
+                }
             }
             for (&lp, &p) in log_p[..n].iter().zip(&p[..n]) {
                 let b = bucket(lp);
                 out.counts[b] += 1;
-                out.masses[b] += f64::from(p);
+                if MASSES {
+                    out.masses[b] += f64::from(p);
+                }
             }
         }
         out
