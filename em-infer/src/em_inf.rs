@@ -15,14 +15,14 @@
 //! twenty, each allocating its output. One pass computes `log p` and `p` entry by entry from
 //! the logits and the softmax's [`Moments`](em_core::fused::rows::Moments) (never stored),
 //! the gradient, the Adam update and the updated row's maximum; the other the next softmax's
-//! sums. The first step's pass reads `z0` and writes the output row (no copy first) and
-//! stores `p0`, read back in the later ones; the last step's stores only the logits. Both
-//! passes run at the CPU's widest SIMD width ([`em_core::fused::rows::vectorized`]), and
-//! Adam's moments and `p0` live in buffers reused across calls. The arithmetic is the same f32
-//! arithmetic in the same order but for three things: the softmax's sums (f64 there; the
-//! entropy follows from them, [`Moments::written_entropy`]), its `exp` (em-core's vectorized
-//! one, at most an ulp from libm's; see [`em_core::fused`]), and Adam's `√v / c₂` (here
-//! `√v · (1/c₂)`, one rounding more and one division less: within 2 ulps).
+//! sums. `p0` is computed once, in the first step's pass, and read back in the later ones
+//! (which then never read `z0`). Both passes run at the CPU's widest SIMD width
+//! ([`em_core::fused::rows::vectorized`]), and Adam's moments and `p0` live in buffers reused
+//! across calls. The arithmetic is the same f32 arithmetic in the same order but for three
+//! things: the softmax's sums (f64 there; the entropy follows from them,
+//! [`Moments::written_entropy`]), its `exp` (em-core's vectorized one, at most an ulp from
+//! libm's; see [`em_core::fused`]), and Adam's `√v / c₂` (here `√v · (1/c₂)`, one rounding
+//! more and one division less: within 2 ulps).
 //!
 //! The host path's initial moments also give each row's entropy exactly as
 //! [`em_core::entropy()`] computes it ([`Moments::entropy`], rounded to f32), which
@@ -249,14 +249,12 @@ fn em_inf_host(
     }
     // Every row has its moments (a row without them has a NaN entropy, rejected above).
     let initial: Vec<rows::Moments> = initial.into_iter().flatten().collect();
-    // The output: each row's first step writes it from `z0` (a row that takes no step is
-    // copied). Zeroed first by the allocator (fresh pages or a memset).
-    let mut z = vec![0f32; batch * width];
+    // The copy that becomes the output, on every thread (a lone `to_vec` was 4% at batch 8).
+    let mut z: Vec<f32> = z0.values().par_iter().copied().collect();
     let runs: Vec<RowRun> = z
         .par_chunks_mut(width)
-        .zip(z0.values().par_chunks(width))
         .zip(initial.par_iter())
-        .map(|((z, z0), &initial)| em_inf_row(z0, z, initial, config))
+        .map(|(z, &initial)| em_inf_row(z, initial, config))
         .collect();
     // The earliest step at which a row turned non-finite, the first such row: the error the
     // burn-op loop reports (it checks every row after every step).
@@ -284,24 +282,21 @@ struct RowRun {
     non_finite_after: Option<usize>,
 }
 
-/// The Adam steps of one row from `z0` into `z` (whatever it holds on entry), from the
-/// initial softmax's [`rows::Moments`]: the burn-op loop of [`em_inf`] for that row, in the
-/// same f32 operations but for `√v / c₂` (see the module docs).
+/// The Adam steps of one row `z` (`z0` on entry, updated in place) from the initial softmax's
+/// [`rows::Moments`]: the burn-op loop of [`em_inf`] for that row, in the same f32 operations
+/// (but for `√v / c₂`, see the module docs).
 ///
 /// Two passes per step: one computes `log p` and `p` entry by entry from the logits and the
 /// moments (the values [`rows::softmax_entropy`] would store), the gradient, Adam's update
 /// and the updated row's maximum; the other the next moments from that maximum. The first
-/// step reads `z0` and writes `z` (so the row is not copied first); its `p` is `p0`, which
-/// that pass stores for the later steps. The last step stores neither Adam's moments nor the
-/// maximum (nothing reads them).
-fn em_inf_row(z0: &[f32], z: &mut [f32], initial: rows::Moments, config: &EmInfConfig) -> RowRun {
+/// step's `p` is `p0`, which that pass stores for the later ones.
+fn em_inf_row(z: &mut [f32], initial: rows::Moments, config: &EmInfConfig) -> RowRun {
     let mut run = RowRun {
         steps: 0,
         non_finite_after: None,
     };
     if f64::from(initial.written_entropy()) < config.threshold {
-        // No step: the row as it came, and nothing to allocate.
-        z.copy_from_slice(z0);
+        // No step: nothing to allocate.
         return run;
     }
     // Adam's moments and p0, written (by the first step) before they are read.
@@ -318,10 +313,8 @@ fn em_inf_row(z0: &[f32], z: &mut [f32], initial: rows::Moments, config: &EmInfC
         step_size: 0.0,
         v_scale: 0.0,
     };
-    let last = config.n_grad_steps;
-    for t in 1..=last {
-        // The first step's check is the one above.
-        if t > 1 && f64::from(adam.softmax.h) < config.threshold {
+    for t in 1..=config.n_grad_steps {
+        if f64::from(adam.softmax.h) < config.threshold {
             break;
         }
         run.steps += 1;
@@ -331,36 +324,23 @@ fn em_inf_row(z0: &[f32], z: &mut [f32], initial: rows::Moments, config: &EmInfC
         // In chunks on rayon's threads (elementwise: the result does not depend on the split;
         // the chunks' maxima are combined in chunk order).
         let state = m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK));
-        let outputs = z.par_chunks_mut(CHUNK).zip(p0.par_chunks_mut(CHUNK));
-        let chunks = outputs
-            .zip(state)
-            .enumerate()
-            .map(|(c, ((z, p0), (m, v)))| {
-                let chunk = AdamChunk {
-                    adam: &adam,
-                    z0: if t == 1 {
-                        &z0[c * CHUNK..][..z.len()]
-                    } else {
-                        &[]
-                    },
-                    z,
-                    p0,
-                    m,
-                    v,
-                };
-                match (t == 1, t == last) {
-                    (true, false) => rows::vectorized(AdamPass::<true, false>(chunk)),
-                    (true, true) => rows::vectorized(AdamPass::<true, true>(chunk)),
-                    (false, false) => rows::vectorized(AdamPass::<false, false>(chunk)),
-                    (false, true) => rows::vectorized(AdamPass::<false, true>(chunk)),
+        let chunks = z
+            .par_chunks_mut(CHUNK)
+            .zip(p0.par_chunks_mut(CHUNK))
+            .zip(state);
+        let maxima = chunks
+            .map(|((z, p0), (m, v))| {
+                if t == 1 {
+                    rows::vectorized(AdamChunk::<true>(&adam, z, p0, m, v))
+                } else {
+                    rows::vectorized(AdamChunk::<false>(&adam, z, p0, m, v))
                 }
-            });
-        if t == last {
-            chunks.for_each(|_| {});
+            })
+            .collect();
+        if t == config.n_grad_steps {
             break;
         }
-        let max = rows::max_in_order(chunks.collect());
-        match rows::moments_from_max(z, max) {
+        match rows::moments_from_max(z, rows::max_in_order(maxima)) {
             Some(moments) if moments.entropy().is_finite() => {
                 adam.softmax = Softmax::of(&moments);
             }
@@ -414,103 +394,59 @@ struct AdamStep {
     v_scale: f32,
 }
 
-/// One chunk of a row's Adam step: the step's scalars, `z0` (the first step's input; empty
-/// in later steps, which update `z` in place), `z`, `p0` and Adam's `m`, `v`.
-struct AdamChunk<'a> {
-    adam: &'a AdamStep,
-    z0: &'a [f32],
-    z: &'a mut [f32],
-    p0: &'a mut [f32],
-    m: &'a mut [f32],
-    v: &'a mut [f32],
-}
+/// One chunk of an Adam step ([`AdamStep::update`]) and the updated chunk's maximum (NaN if
+/// it holds a NaN), as [`rows::vectorized`] runs it: `(step, z, p0, m, v)`.
+struct AdamChunk<'a, const FIRST: bool>(
+    &'a AdamStep,
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+);
 
-/// An [`AdamChunk`] as [`rows::vectorized`] runs it: `FIRST` the row's first step
-/// ([`AdamStep::first`]), `LAST` its last (nothing stored but `z`). Returns the updated
-/// chunk's maximum (NaN if it holds a NaN; not computed, NaN, in the last step).
-struct AdamPass<'a, const FIRST: bool, const LAST: bool>(AdamChunk<'a>);
-
-impl<const FIRST: bool, const LAST: bool> rows::Kernel for AdamPass<'_, FIRST, LAST> {
+impl<const FIRST: bool> rows::Kernel for AdamChunk<'_, FIRST> {
     type Output = f32;
 
     #[inline(always)]
     fn run(self) -> f32 {
-        let AdamChunk {
-            adam,
-            z0,
-            z,
-            p0,
-            m,
-            v,
-        } = self.0;
-        if FIRST {
-            adam.first::<LAST>(z0, z, p0, m, v);
-        } else {
-            adam.later::<LAST>(z, p0, m, v);
-        }
-        if LAST { f32::NAN } else { rows::max_of(z) }
+        let Self(adam, z, p0, m, v) = self;
+        adam.update::<FIRST>(z, p0, m, v);
+        rows::max_of(z)
     }
 }
 
 impl AdamStep {
-    /// The gradient `−p ⊙ (log p + H) + λ·(p − p0)` of logit `x` with softmax values
-    /// `(log p, p)`.
-    #[inline(always)]
-    fn grad(&self, log_p: f32, p: f32, p0: f32) -> f32 {
-        -(p * (log_p + self.softmax.h)) + (p - p0) * self.kl_weight
-    }
-
-    /// The first step over one chunk, from `z0` into `z`: `p` is `p0` (stored for the later
-    /// steps unless `LAST`), so the KL term is 0, and Adam's moments start from zero (burn's
-    /// loop starts from zero tensors): `m = 0·β1 + (1 − β1)·g`, `v = 0·β2 + (1 − β2)·g²` as
-    /// there, stored unless `LAST`.
+    /// The gradient `−p ⊙ (log p + H) + λ·(p − p0)` and Adam's update of `z`, `m` and `v` over
+    /// one chunk. `FIRST`: the first step, where `z` still equals `z0` (so `p` is `p0`, which
+    /// is written to `p0` here and read there later) and the moments are Adam's initial zeros
+    /// (burn's loop starts from zero tensors): `m`, `v` are written without being read,
+    /// `0·β + x` as there.
     ///
-    /// Why `√v` although `√v / c₂` is `|g|` in real arithmetic (`c₂ = √(1 − β2)`): taking
-    /// `|g|` moved the output by 2.6e-5 on a flat 151,936-token row, over the 1e-5 the burn-op
-    /// loop is held to (`tests/em_inf.rs`). Where `log p + H` cancels, `g` is rounding noise
-    /// that Adam scales up to `lr·g/(|g| + ε)`, so an ulp of difference in the first step's
-    /// `z` changes the later steps' `g` entirely.
+    /// Why `√v` in the first step although `√v / c₂` is `|g|` there in real arithmetic
+    /// (`c₂ = √(1 − β2)`): taking `|g|` moved the output by 2.6e-5 on a flat 151,936-token
+    /// row, over the 1e-5 the burn-op loop is held to (`tests/em_inf.rs`). Where `log p + H`
+    /// cancels, `g` is rounding noise that Adam scales up to `lr·g/(|g| + ε)`, so an ulp of
+    /// difference in the first step's `z` changes the later steps' `g` entirely.
     #[inline(always)]
-    fn first<const LAST: bool>(
+    fn update<const FIRST: bool>(
         &self,
-        z0: &[f32],
         z: &mut [f32],
         p0: &mut [f32],
         m: &mut [f32],
         v: &mut [f32],
     ) {
-        // A short `z0` would leave the rest of `z` unwritten (zip stops at the shorter).
-        debug_assert_eq!(z0.len(), z.len());
-        let state = p0.iter_mut().zip(m.iter_mut().zip(v.iter_mut()));
-        for ((&x, z), (p0, (m, v))) in z0.iter().zip(z.iter_mut()).zip(state) {
-            let (log_p, p) = self.softmax.at(x);
-            let grad = self.grad(log_p, p, p);
-            let m_new = 0.0 * self.beta1 + grad * self.keep1;
-            let v_new = 0.0 * self.beta2 + grad * grad * self.keep2;
-            if !LAST {
-                *p0 = p;
-                *m = m_new;
-                *v = v_new;
-            }
-            *z = x - m_new / (v_new.sqrt() * self.v_scale + self.eps) * self.step_size;
-        }
-    }
-
-    /// A later step over one chunk, in place: Adam's update of `z`, `m` and `v` (the moments
-    /// not stored when `LAST`).
-    #[inline(always)]
-    fn later<const LAST: bool>(&self, z: &mut [f32], p0: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let h = self.softmax.h;
         let state = m.iter_mut().zip(v.iter_mut());
-        for ((z, &p0), (m, v)) in z.iter_mut().zip(p0).zip(state) {
+        for ((z, p0), (m, v)) in z.iter_mut().zip(p0.iter_mut()).zip(state) {
             let (log_p, p) = self.softmax.at(*z);
-            let grad = self.grad(log_p, p, p0);
-            let m_new = *m * self.beta1 + grad * self.keep1;
-            let v_new = *v * self.beta2 + grad * grad * self.keep2;
-            if !LAST {
-                *m = m_new;
-                *v = v_new;
+            if FIRST {
+                *p0 = p;
             }
-            *z -= m_new / (v_new.sqrt() * self.v_scale + self.eps) * self.step_size;
+            let grad = -(p * (log_p + h)) + (p - *p0) * self.kl_weight;
+            let (m_prev, v_prev) = if FIRST { (0.0, 0.0) } else { (*m, *v) };
+            *m = m_prev * self.beta1 + grad * self.keep1;
+            *v = v_prev * self.beta2 + grad * grad * self.keep2;
+            *z -= *m / (v.sqrt() * self.v_scale + self.eps) * self.step_size;
         }
     }
 }
