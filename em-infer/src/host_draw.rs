@@ -306,14 +306,11 @@ fn cutoff(z: &[f32], softmax: &Softmax, filters: &Filters) -> f32 {
         let histogram = z
             .par_chunks(CHUNK)
             .map(|z| {
-                let chunk = Histogram {
-                    z,
-                    softmax: *softmax,
-                };
+                let softmax = *softmax;
                 if masses {
-                    vectorized(WithMasses::<true>(chunk))
+                    vectorized(Histogram::<true> { z, softmax })
                 } else {
-                    vectorized(WithMasses::<false>(chunk))
+                    vectorized(Histogram::<false> { z, softmax })
                 }
             })
             .reduce_with(|mut a, b| {
@@ -451,15 +448,12 @@ impl Kernel for InBucket<'_> {
     }
 }
 
-/// A chunk's [`Counts`].
-struct Histogram<'a> {
+/// A chunk's [`Counts`]: with `MASSES`, each bucket's f64 mass too; without (top-k alone),
+/// the masses stay 0 and no `p` is computed.
+struct Histogram<'a, const MASSES: bool> {
     z: &'a [f32],
     softmax: Softmax,
 }
-
-/// A [`Histogram`] as [`vectorized`] runs it: with `MASSES`, each bucket's f64 mass too;
-/// without (top-k alone), the masses stay 0 and no `p` is computed.
-struct WithMasses<'a, const MASSES: bool>(Histogram<'a>);
 
 /// Per bucket of `−log p`, the entries and their f64 mass.
 struct Counts {
@@ -485,12 +479,12 @@ impl Counts {
     }
 }
 
-impl<const MASSES: bool> Kernel for WithMasses<'_, MASSES> {
+impl<const MASSES: bool> Kernel for Histogram<'_, MASSES> {
     type Output = Counts;
 
     #[inline(always)]
     fn run(self) -> Counts {
-        let Histogram { z, softmax } = self.0;
+        let Self { z, softmax } = self;
         let mut out = Counts::empty();
         let (mut log_p, mut p) = ([0f32; BLOCK], [0f32; BLOCK]);
         for block in z.chunks(BLOCK) {
