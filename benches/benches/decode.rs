@@ -95,25 +95,11 @@ fn bench_decode(
                             .forward(ids(batch, 1, vocab, &device), &mut cache, Logits::Last)
                             .unwrap()
                             .reshape([batch, vocab]);
-                        let on_cpu = em_core::fused::host_rows(&logits).is_some();
                         let ctx = StepContext::new(0, &rows, &histories);
                         let out = processor.process_step(logits.clone(), &ctx).unwrap();
-                        // As the generator: the model's entropy unless a processor handed it
-                        // over, and the draw with the pool kept awake on the CPU.
-                        let known = out.input_entropy.filter(|h| h.len() == batch);
-                        let step = || {
-                            let model_entropy = known
-                                .is_none()
-                                .then(|| em_core::entropy(logits).unsqueeze_dim::<2>(1));
-                            let draw = sampler.draw(out.logits).unwrap();
-                            sampler.observe(draw.tokens.clone());
-                            draw.read_back(model_entropy).unwrap()
-                        };
-                        if on_cpu {
-                            em_core::fused::with_pool_awake(step)
-                        } else {
-                            step()
-                        }
+                        // The generator's draw: the model's entropy unless a processor handed
+                        // it over, and the one read-back.
+                        sampler.draw_step(logits, out).unwrap()
                     })
                 },
             );

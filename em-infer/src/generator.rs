@@ -14,7 +14,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use em_models::{CausalLm, KvCache, Logits, Tokenizer};
 
 use crate::error::{InferError, Result};
-use crate::processor::{LogitsProcessor, Processed, StepContext};
+use crate::processor::{LogitsProcessor, StepContext};
 use crate::sampling::{Sampler, Sampling};
 pub use crate::stream::{Generation, StopReason, TokenEvent};
 use crate::stream::{RowState, StopStrings};
@@ -241,7 +241,7 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
                     },
                     other => other,
                 })?;
-            let drawn = draw_step(&mut state.sampler, z, processed)?;
+            let drawn = state.sampler.draw_step(z, processed)?;
             let mut still = Vec::with_capacity(n);
             for (i, (&r, d)) in state.active.iter().zip(&drawn).enumerate() {
                 let model_entropy = d.extra.unwrap_or(f64::NAN);
@@ -291,39 +291,5 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
             logits = model.forward(ids, &mut state.cache, Logits::Last)?;
         }
         Ok(rows.into_iter().map(|r| r.generation).collect())
-    }
-}
-
-/// A step's draw from its processed logits, with the entropy of the model's own logits `z`
-/// read back beside it (or taken from the processors, when they computed it and report one
-/// value per row: see [`LogitsProcessor::process_step`]). On the CPU (plain f32 flex logits)
-/// its few parallel passes over the vocabulary (the model's entropy unless reported, the
-/// softmax, the kept entropy) run on one of rayon's workers with the others polling ([`em_core::fused::with_pool_awake`]): from the generator's thread
-/// each pass would wake the pool again (0.6 ms of a 33 ms f16 decode step of the 0.5B model
-/// went to them, mostly waiting; see #14's note).
-fn draw_step(
-    sampler: &mut Sampler,
-    z: Tensor<2>,
-    processed: Processed,
-) -> Result<Vec<crate::sampling::DrawnRow>> {
-    let on_cpu = em_core::fused::host_rows(&z).is_some();
-    let rows = z.dims()[0];
-    let known = processed.input_entropy.filter(|h| h.len() == rows);
-    let step = move || {
-        let model_entropy = known
-            .is_none()
-            .then(|| em_core::entropy(z).unsqueeze_dim::<2>(1));
-        let draw = sampler.draw(processed.logits)?;
-        sampler.observe(draw.tokens.clone());
-        let mut drawn = draw.read_back(model_entropy)?;
-        for (row, h) in drawn.iter_mut().zip(known.into_iter().flatten()) {
-            row.extra = Some(h);
-        }
-        Ok(drawn)
-    };
-    if on_cpu {
-        em_core::fused::with_pool_awake(step)
-    } else {
-        step()
     }
 }

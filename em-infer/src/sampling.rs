@@ -44,6 +44,7 @@ use rand::RngExt;
 use crate::em_inf::compute_rows;
 use crate::error::{InferError, Result};
 use crate::host_draw::Settings;
+use crate::processor::Processed;
 
 /// The smallest log-prob the filters resolve: `exp(-104)` is below the smallest f32 denormal,
 /// so every token under it has probability exactly 0 after the softmax.
@@ -551,6 +552,48 @@ impl Sampler {
             log_probs: rows.iter().map(|r| r.log_prob).collect(),
             entropies: rows.iter().map(|r| r.entropy).collect(),
         })
+    }
+
+    /// One decoding step's draw as the [`Generator`](crate::Generator) makes it: the draw from
+    /// the processed logits, [`Self::observe`] of its tokens, and one read-back with the entropy
+    /// of the model's own logits `model_logits` beside it ([`DrawnRow::extra`]): taken from the
+    /// processors when they report one value per row ([`LogitsProcessor::process_step`]),
+    /// computed here otherwise. On the CPU (plain f32 flex logits) its few parallel passes over
+    /// the vocabulary (the model's entropy unless reported, the softmax, the kept entropy) run
+    /// on one of rayon's workers with the others polling
+    /// ([`em_core::fused::with_pool_awake`]): from the caller's thread each pass would wake the
+    /// pool again (0.6 ms of a 33 ms f16 decode step of the 0.5B model went to them, mostly
+    /// waiting; see #14's note).
+    ///
+    /// [`LogitsProcessor::process_step`]: crate::LogitsProcessor::process_step
+    ///
+    /// # Errors
+    /// As [`Self::draw`] and [`Draw::read_back`].
+    pub fn draw_step(
+        &mut self,
+        model_logits: Tensor<2>,
+        processed: Processed,
+    ) -> Result<Vec<DrawnRow>> {
+        let on_cpu = em_core::fused::host_rows(&model_logits).is_some();
+        let rows = model_logits.dims()[0];
+        let known = processed.input_entropy.filter(|h| h.len() == rows);
+        let step = move || {
+            let model_entropy = known
+                .is_none()
+                .then(|| em_core::entropy(model_logits).unsqueeze_dim::<2>(1));
+            let draw = self.draw(processed.logits)?;
+            self.observe(draw.tokens.clone());
+            let mut drawn = draw.read_back(model_entropy)?;
+            for (row, h) in drawn.iter_mut().zip(known.into_iter().flatten()) {
+                row.extra = Some(h);
+            }
+            Ok(drawn)
+        };
+        if on_cpu {
+            em_core::fused::with_pool_awake(step)
+        } else {
+            step()
+        }
     }
 
     /// Records the tokens just chosen (`[batch, 1]` ids as f32, e.g. [`Draw::tokens`]) for the
