@@ -14,9 +14,11 @@
 //! cargo bench -p em-benches --bench kernels
 //! ```
 //!
-//! Groups: `cpu/kernels/{isa}_{kn|kn_head|nk}_{dtype}_r{rows}` (every SIMD set the CPU has; `{isa}_hw`:
-//! batch-1 kernels without software prefetch, see `em_models::kernels::Prefetch`),
-//! `cpu/widened/kn_{dtype}_r128` (prefill's 16-bit product: `matmul_widened`) and
+//! Groups: `cpu/kernels/{isa}_{kn|nk_layers|kn_head|nk}_{dtype}_r{rows}` (every SIMD set the CPU
+//! has; `kn`/`nk_layers`: the layers stored `[in, out]` (f32 models) or `[out, in]` (16-bit
+//! models on flex); `{isa}_hw`: batch-1 kernels without software prefetch, see
+//! `em_models::kernels::Prefetch`), `cpu/widened/{kn|nk}_{dtype}_r128` (prefill's 16-bit
+//! product: `matmul_widened`, both layouts) and
 //! `flex/burn_matmul/{layout}_{dtype}_r{rows}` (rows 1, 8 and 128).
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -105,23 +107,30 @@ fn kernels(c: &mut Criterion) {
             for rows in [1usize, 4, 8] {
                 let x = values(rows * K, 7);
                 group.throughput(Throughput::Bytes((LAYERS * K * N) as u64 * bytes(dtype)));
-                group.bench_function(
-                    BenchmarkId::from_parameter(format!("{isa}_kn_{}_r{rows}", name(dtype))),
-                    |b| {
-                        b.iter(|| {
-                            for layer in &layers {
-                                matmul_rows(
-                                    kernels,
-                                    &x,
-                                    rows,
-                                    layer.weights(dtype),
-                                    Layout::KN,
-                                    [K, N],
-                                );
-                            }
-                        })
-                    },
-                );
+                // The layers stored `[in, out]` (an f32 model's projections) and `[out, in]`
+                // (a 16-bit model's on flex).
+                for (layout, label) in [(Layout::KN, "kn"), (Layout::NK, "nk_layers")] {
+                    group.bench_function(
+                        BenchmarkId::from_parameter(format!(
+                            "{isa}_{label}_{}_r{rows}",
+                            name(dtype)
+                        )),
+                        |b| {
+                            b.iter(|| {
+                                for layer in &layers {
+                                    matmul_rows(
+                                        kernels,
+                                        &x,
+                                        rows,
+                                        layer.weights(dtype),
+                                        layout,
+                                        [K, N],
+                                    );
+                                }
+                            })
+                        },
+                    );
+                }
                 // The head, untied (burn's `Linear` layout) and tied (the embedding's rows).
                 group.throughput(Throughput::Bytes((VOCAB * K) as u64 * bytes(dtype)));
                 for (layout, label) in [(Layout::KN, "kn_head"), (Layout::NK, "nk")] {
@@ -159,16 +168,18 @@ fn kernels(c: &mut Criterion) {
         let x = values(PREFILL * K, 7);
         for dtype in [DType::F16, DType::BF16] {
             group.throughput(Throughput::Bytes((LAYERS * K * N) as u64 * bytes(dtype)));
-            group.bench_function(
-                BenchmarkId::from_parameter(format!("kn_{}_r{PREFILL}", name(dtype))),
-                |b| {
-                    b.iter(|| {
-                        for layer in &layers {
-                            matmul_widened(&x, PREFILL, layer.weights(dtype), Layout::KN, [K, N]);
-                        }
-                    })
-                },
-            );
+            for (layout, label) in [(Layout::KN, "kn"), (Layout::NK, "nk")] {
+                group.bench_function(
+                    BenchmarkId::from_parameter(format!("{label}_{}_r{PREFILL}", name(dtype))),
+                    |b| {
+                        b.iter(|| {
+                            for layer in &layers {
+                                matmul_widened(&x, PREFILL, layer.weights(dtype), layout, [K, N]);
+                            }
+                        })
+                    },
+                );
+            }
         }
         group.finish();
     }

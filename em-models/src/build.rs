@@ -1,8 +1,9 @@
 //! Building a model from a config and a source of weights: one path for loading a checkpoint
 //! ([`Checkpoint`](crate::Checkpoint)) and for a fresh, seeded initialisation
 //! ([`Qwen2Config::init`]). Sources hand out tensors in Hugging Face's layout (`[out, in]` for
-//! projections); the builder transposes projections on the host to burn's `[in, out]` and
-//! uploads one tensor at a time.
+//! projections); the builder transposes projections on the host to burn's `[in, out]` (16-bit
+//! weights on flex keep HF's storage under a transposed view, see `Builder::keeps_hf_layout`)
+//! and uploads one tensor at a time.
 
 use std::path::Path;
 
@@ -268,17 +269,20 @@ impl Builder<'_> {
 
     /// A Linear from HF's `[out, in]` weight (burn keeps `[in, out]`) and an optional bias.
     fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
-        // Transposed on the host so that the device tensor is contiguous `[in, out]`: a lazy
-        // `.transpose()` view made flex re-copy every weight on every forward (the real 0.5B
-        // model decoded at 0.7 tok/s, ~1.4 s per step of which ~1.2 s were those copies).
+        // Transposed on the host so that the device tensor is contiguous `[in, out]`, unless
+        // the weights keep HF's layout under a transposed view (`keeps_hf_layout`).
         let data = self.source.tensor(
             &format!("{prefix}.weight"),
             &[d_out, d_in],
             Role::Weight,
             self.dtype,
         )?;
-        let data = transpose_data(&data, d_out, d_in)?;
-        let weight = Tensor::<2>::from_data(data, (self.device, self.dtype));
+        let weight = if self.keeps_hf_layout() {
+            Tensor::<2>::from_data(data, (self.device, self.dtype)).transpose()
+        } else {
+            let data = transpose_data(&data, d_out, d_in)?;
+            Tensor::<2>::from_data(data, (self.device, self.dtype))
+        };
         let bias = if bias {
             Some(Param::from_tensor(self.upload::<1>(
                 &format!("{prefix}.bias"),
@@ -293,6 +297,26 @@ impl Builder<'_> {
             weight: Param::from_tensor(weight),
             bias,
         })
+    }
+
+    /// Whether projection weights stay in HF's `[out, in]` storage under burn's `[in, out]`
+    /// (a transposed view): 16-bit weights on flex, which only ever meet the CPU kernels
+    /// (`kernels::project`: decode's products and prefill's widened ones; training is f32). The
+    /// kernels then read each output's weights as one contiguous row (`Layout::NK`), as
+    /// llama.cpp does. Measured on the AMD EPYC VM (2026-12-06), two f16 models of the 0.5B
+    /// checkpoint loaded in one process and alternated (a throwaway bench): the `[in, out]`
+    /// model's step time over this one's, median of 78 pairs per run, 0.99-1.08 at batch 1
+    /// (six runs, four of them ≥ 1.03), 1.06-1.11 at batch 8; 128-token prefill 0.97-0.98
+    /// (24 pairs, two runs), as prefill widens a transposed chunk (`kernels::matmul_widened`).
+    /// Everywhere else the host transposes them once: a lazy view made flex's own matmul copy
+    /// every weight on every forward (the real 0.5B model decoded at 0.7 tok/s, ~1.2 s of
+    /// ~1.4 s per step in those copies).
+    fn keeps_hf_layout(&self) -> bool {
+        #[cfg(feature = "flex")]
+        if *self.device == Device::flex() {
+            return matches!(self.dtype, DType::F16 | DType::BF16);
+        }
+        false
     }
 
     fn norm(&mut self, name: &str, size: usize, eps: f64) -> Result<RmsNorm> {

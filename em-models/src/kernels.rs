@@ -10,9 +10,13 @@
 //! all of rayon's threads.
 //!
 //! Prefill-sized products (more than [`MAX_ROWS`] rows) with 16-bit weights go through
-//! [`matmul_widened`] instead: contiguous chunks of `W` widened to f32 and handed to gemm's
-//! packed kernels, so 16-bit prefill runs at f32 gemm speed with `x` kept in f32. f32 weights
-//! at that size take burn's matmul (the same gemm).
+//! [`matmul_widened`] instead: chunks of `W` widened to f32 and handed to gemm's packed
+//! kernels, so 16-bit prefill runs at f32 gemm speed with `x` kept in f32. f32 weights at that
+//! size take burn's matmul (the same gemm).
+//!
+//! A weight is read in the layout it is stored in ([`Layout`]): a transposed view of a
+//! contiguous matrix (a 16-bit model's projections keep HF's `[out, in]` storage on flex) is
+//! multiplied as the other layout, without a copy.
 //!
 //! This is the one module of the workspace with `unsafe` code: the AVX2/FMA/F16C kernels
 //! (`simd`) and the bounds-checked call into gemm (`packed`). Everything else here is safe. The
@@ -45,11 +49,23 @@ pub enum Weights<'a> {
 /// How the logical `[k, n]` matrix `W` of `y = x·W` sits in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// Row-major `[k, n]`: burn's `[in, out]` Linear weight. Computed as `y += x[i]·W[i, :]`.
+    /// Row-major `[k, n]`: burn's `[in, out]` Linear weight as stored for f32 models. Computed
+    /// as `y += x[i]·W[i, :]`.
     KN,
-    /// Row-major `[n, k]` (`W` transposed): the tied head's embedding `[vocab, hidden]`.
-    /// Computed as `y[j] = W[j, :]·x`.
+    /// Row-major `[n, k]` (`W` transposed): the head (`[vocab, hidden]`, tied or not) and a
+    /// 16-bit model's projections on flex (HF's `[out, in]` under a transposed view). Computed
+    /// as `y[j] = W[j, :]·x`.
     NK,
+}
+
+impl Layout {
+    /// The other layout: how the transpose of a matrix stored as `self` is stored.
+    pub fn transposed(self) -> Self {
+        match self {
+            Layout::KN => Layout::NK,
+            Layout::NK => Layout::KN,
+        }
+    }
 }
 
 /// A weight element the kernels can widen to f32.
@@ -285,14 +301,13 @@ pub fn matmul_rows_all(
         ys.reverse();
         return ys;
     }
-    // One column range per thread, a multiple of 16 wide (a SIMD tile) except the last.
-    parts
-        .iter()
-        .map(|&(weights, n)| {
-            let width = n.div_ceil(threads).next_multiple_of(16).max(16);
-            by_columns(rows, n, width, |cols| part(x, weights, [k, n], cols))
-        })
-        .collect()
+    // One column range per thread of every product, a multiple of 16 wide (a SIMD tile) except
+    // the last, all in one parallel region.
+    let width = |n: usize| n.div_ceil(threads).next_multiple_of(16).max(16);
+    by_columns(rows, parts, width, |p, cols| {
+        let (weights, n) = parts[p];
+        part(x, weights, [k, n], cols)
+    })
 }
 
 /// Asserts that `x` is `[rows, k]` with `rows` in `1..=MAX_ROWS` (the decode products' inputs).
@@ -346,30 +361,63 @@ fn by_row_blocks(
     y
 }
 
-/// `[rows, n]` assembled from `part(c0..c1)` (`[rows, c1 - c0]` each) over column ranges
-/// `width` wide, one rayon task per range.
-fn by_columns(
+/// Each product `parts[p] = (_, n_p)` as `[rows, n_p]`, assembled from `part(p, c0..c1)`
+/// (`[rows, c1 - c0]` each) over column ranges `width(n_p)` wide, all the products' ranges one
+/// rayon task each in a single parallel region (a decode step's q/k/v or gate/up as one
+/// region rather than one per product). The tasks are ordered range by range (every product's
+/// first range, then every product's second, ...), so that rayon's halving hands each thread
+/// the same share of every product.
+fn by_columns<W: Sync>(
     rows: usize,
-    n: usize,
-    width: usize,
-    part: impl Fn(std::ops::Range<usize>) -> Vec<f32> + Sync,
-) -> Vec<f32> {
+    parts: &[(W, usize)],
+    width: impl Fn(usize) -> usize,
+    part: impl Fn(usize, std::ops::Range<usize>) -> Vec<f32> + Sync,
+) -> Vec<Vec<f32>> {
     use rayon::prelude::*;
-    let ranges: Vec<(usize, usize)> = (0..n)
-        .step_by(width.max(1))
-        .map(|start| (start, (start + width).min(n)))
+    let ranges: Vec<Vec<std::ops::Range<usize>>> = parts
+        .iter()
+        .map(|&(_, n)| {
+            let width = width(n).max(1);
+            (0..n)
+                .step_by(width)
+                .map(|start| start..(start + width).min(n))
+                .collect()
+        })
         .collect();
-    let parts: Vec<Vec<f32>> = ranges.par_iter().map(|&(c0, c1)| part(c0..c1)).collect();
-    // Row by row, each part's segment in turn: one write of `y`, without zeroing it first.
-    let mut y = Vec::with_capacity(rows * n);
-    for r in 0..rows {
-        for (&(c0, c1), part) in ranges.iter().zip(&parts) {
-            let width = c1 - c0;
-            y.extend_from_slice(&part[r * width..(r + 1) * width]);
-        }
+    let most = ranges.iter().map(Vec::len).max().unwrap_or(0);
+    let tasks: Vec<(usize, std::ops::Range<usize>)> = (0..most)
+        .flat_map(|t| {
+            ranges
+                .iter()
+                .enumerate()
+                .filter_map(move |(p, r)| r.get(t).map(|cols| (p, cols.clone())))
+        })
+        .collect();
+    let outs: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|(p, cols)| part(*p, cols.clone()))
+        .collect();
+    let mut pieces: Vec<Vec<(std::ops::Range<usize>, Vec<f32>)>> =
+        parts.iter().map(|_| Vec::new()).collect();
+    for ((p, cols), out) in tasks.into_iter().zip(outs) {
+        pieces[p].push((cols, out));
     }
-    debug_assert_eq!(y.len(), rows * n);
-    y
+    pieces
+        .into_iter()
+        .zip(parts)
+        .map(|(pieces, &(_, n))| {
+            // Row by row, each range's segment in turn: one write of `y`, without zeroing it.
+            let mut y = Vec::with_capacity(rows * n);
+            for r in 0..rows {
+                for (cols, out) in &pieces {
+                    let width = cols.len();
+                    y.extend_from_slice(&out[r * width..(r + 1) * width]);
+                }
+            }
+            debug_assert_eq!(y.len(), rows * n);
+            y
+        })
+        .collect()
 }
 
 /// Entries of `W` (f32) one [`matmul_widened`] chunk widens at a time: 1 MB, within L2 ...
@@ -391,10 +439,11 @@ const DEPTH: usize = 256;
 /// limit.
 ///
 /// Each rayon task takes a range of whole output columns, so it writes its own columns of `y`
-/// and nothing is summed afterwards: for row-major `[k, n]` weights up to `ROW_SPLIT_MAX_N`
-/// wide one range per thread, walked `DEPTH`-row chunks at a time (each chunk's rows are
-/// segments of `n / threads` entries, long sequential reads); for the untied head four per
-/// thread; for `[n, k]` weights contiguous blocks of whole rows of the stored matrix. Splitting
+/// and nothing is summed afterwards: one range per thread for weights up to `ROW_SPLIT_MAX_N`
+/// outputs, four per thread for a head. A row-major `[k, n]` range is walked `DEPTH`-row chunks
+/// at a time (each chunk's rows are segments of `n / threads` entries, long sequential reads);
+/// an `[n, k]` one in blocks of whole rows of the stored matrix (contiguous), widened
+/// transposed (`nk_widened`). Splitting
 /// `[k, n]` weights by rows of `W` instead (a partial `y` per thread, zeroed, then summed on
 /// one thread) spent more time outside gemm: 128-token f16 prefill of the 0.5B model, 16
 /// alternating runs in one process, median 572-624 → 554-600 ms (AMD EPYC VM, 2026-12-06).
@@ -424,43 +473,16 @@ pub fn matmul_widened(
         4 * threads
     };
     let width = n.div_ceil(tasks).next_multiple_of(16);
-    let step = match layout {
-        Layout::KN => width,
-        Layout::NK => (CHUNK / k).clamp(16, width.max(16)),
-    };
-    by_columns(rows, n, step, |cols| match layout {
-        Layout::KN => kn_widened(kernels, x, rows, weights, [k, n], cols),
-        Layout::NK => {
-            let nc = cols.len();
-            let mut y = vec![0.0f32; rows * nc];
-            let mut chunk = vec![0.0f32; nc * k];
-            widen_into(
-                kernels,
-                weights.slice(cols.start * k..cols.end * k),
-                k,
-                k,
-                &mut chunk,
-            );
-            // y = x · chunkᵀ, chunk [nc, k] row-major.
-            packed::gemm(
-                [rows, k, nc],
-                packed::Strided {
-                    data: x,
-                    rs: k,
-                    cs: 1,
-                },
-                packed::Strided {
-                    data: &chunk,
-                    rs: 1,
-                    cs: k,
-                },
-                &mut y,
-                (nc, 1),
-                false,
-            );
-            y
-        }
-    })
+    let mut ys = by_columns(
+        rows,
+        &[((), n)],
+        |_| width,
+        |_, cols| match layout {
+            Layout::KN => kn_widened(kernels, x, rows, weights, [k, n], cols),
+            Layout::NK => nk_widened(kernels, x, rows, weights, [k, n], cols),
+        },
+    );
+    ys.pop().expect("one product")
 }
 
 /// `x · W[:, cols]` for row-major `[k, n]` weights, as `[rows, cols.len()]`: chunks of
@@ -509,27 +531,94 @@ fn kn_widened(
     y
 }
 
+/// `x · W[:, cols]` for row-major `[n, k]` weights, as `[rows, cols.len()]`: blocks of whole
+/// rows of `W` (contiguous, about [`CHUNK`] entries, at least 64 rows) widened to f32
+/// *transposed*, `[k, rows of the block]`, so that the block is gemm's left operand with unit
+/// row stride, which gemm reads in place, as in [`kn_widened`]. Measured on the 0.5B model's
+/// f16 prefill with `[n, k]` projections (AMD EPYC VM, 2026-12-06, in-process against
+/// `[k, n]` ones, 543-649 ms): chunks widened as stored, which gemm then packed (transposed)
+/// itself, 0.94× the `[k, n]` speed, 0.82-0.86× when they were also cut along `k`; transposed
+/// by a scalar pass 0.58×; this, tiles transposed in registers (`Vector::transpose`), 0.97-0.98×.
+#[cfg(feature = "flex")]
+fn nk_widened(
+    kernels: Kernels,
+    x: &[f32],
+    rows: usize,
+    weights: Weights<'_>,
+    [k, n]: [usize; 2],
+    cols: std::ops::Range<usize>,
+) -> Vec<f32> {
+    debug_assert!(cols.end <= n);
+    let nc = cols.len();
+    // Chunks of whole rows of `W` (contiguous in memory), a multiple of 16 of them.
+    let step = (CHUNK / k.max(1)).max(64).next_multiple_of(16);
+    let mut y = vec![0.0f32; rows * nc];
+    let mut chunk = Vec::new();
+    for c0 in (0..nc).step_by(step) {
+        let c1 = (c0 + step).min(nc);
+        let width = c1 - c0;
+        chunk.resize(width * k, 0.0);
+        let block = weights.slice((cols.start + c0) * k..(cols.start + c1) * k);
+        widen_rows(kernels, block, k, k, true, &mut chunk);
+        // yᵀ[c0..c1] = W[c0..c1, :] · xᵀ.
+        packed::gemm(
+            [width, k, rows],
+            packed::Strided {
+                data: &chunk,
+                rs: 1,
+                cs: width,
+            },
+            packed::Strided {
+                data: x,
+                rs: 1,
+                cs: k,
+            },
+            &mut y[c0..],
+            (1, nc),
+            false,
+        );
+    }
+    y
+}
+
 /// Rows `width` long, `stride` apart in `w`, widened to f32 into `out` (`[rows, width]`
 /// contiguous) with `kernels`: one kernel call per chunk, not per row of `W`.
 #[cfg(feature = "flex")]
 fn widen_into(kernels: Kernels, w: Weights<'_>, width: usize, stride: usize, out: &mut [f32]) {
+    widen_rows(kernels, w, width, stride, false, out)
+}
+
+/// [`widen_into`], and with `transposed` the block is stored transposed: `out` is
+/// `[width, rows]` (`out[j·rows + r] = w[r·stride + j]`).
+#[cfg(feature = "flex")]
+fn widen_rows(
+    kernels: Kernels,
+    w: Weights<'_>,
+    width: usize,
+    stride: usize,
+    transposed: bool,
+    out: &mut [f32],
+) {
     match w {
         Weights::F32(w) => kernels.run(Op::Widen {
             w,
             width,
             stride,
+            transposed,
             out,
         }),
         Weights::F16(w) => kernels.run(Op::Widen {
             w,
             width,
             stride,
+            transposed,
             out,
         }),
         Weights::Bf16(w) => kernels.run(Op::Widen {
             w,
             width,
             stride,
+            transposed,
             out,
         }),
     }
@@ -766,13 +855,15 @@ pub(crate) enum Op<'a, E> {
         out: &'a mut [f32],
     },
     /// `out[r, j] = w[r·stride + j]` widened to f32 (exactly) for `j < width`: the rows of a
-    /// strided block gathered into a contiguous `[out.len() / width, width]`.
+    /// strided block gathered into a contiguous `[rows, width]`, `rows = out.len() / width`;
+    /// with `transposed`, into a contiguous `[width, rows]` instead (`out[j, r]`).
     // Only flex's prefill product widens (the tests build it on every feature set).
     #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     Widen {
         w: &'a [E],
         width: usize,
         stride: usize,
+        transposed: bool,
         out: &'a mut [f32],
     },
 }
@@ -803,11 +894,26 @@ impl<E: Elem> Op<'_, E> {
                 w,
                 width,
                 stride,
+                transposed: false,
                 out,
             } => {
                 for (r, out) in out.chunks_exact_mut(width).enumerate() {
                     let w = &w[r * stride..r * stride + width];
                     out.iter_mut().zip(w).for_each(|(o, v)| *o = v.widen());
+                }
+            }
+            Op::Widen {
+                w,
+                width,
+                stride,
+                transposed: true,
+                out,
+            } => {
+                let rows = out.len() / width;
+                for r in 0..rows {
+                    for (j, v) in w[r * stride..r * stride + width].iter().enumerate() {
+                        out[j * rows + r] = v.widen();
+                    }
                 }
             }
         }
@@ -827,6 +933,14 @@ pub(crate) fn project(
 ) -> Option<Tensor<3>> {
     let mut ys = project_all(x, &[(weight, bias)], layout)?;
     ys.pop()
+}
+
+/// How the flex tensor `weight`, a logical matrix in layout `expected`, is stored, as
+/// `kernels::project` sees it: `expected`, its transpose (a transposed view), or `None` (not a
+/// flex tensor, or strided otherwise: `project` declines it).
+#[cfg(all(test, feature = "flex"))]
+pub(crate) fn stored_layout(weight: &Tensor<2>, expected: Layout) -> Option<Layout> {
+    flex::stored_layout(weight, expected)
 }
 
 /// [`project`] for several linears of the same `x` (`linears[i] = (weight, bias)`), as
@@ -858,7 +972,30 @@ mod flex {
 
     /// The contiguous storage of a flex tensor, in its stored width.
     fn storage(t: &FlexTensor) -> Option<Weights<'_>> {
-        let (start, end) = t.layout().contiguous_offsets()?;
+        stored(t, t.layout().contiguous_offsets()?)
+    }
+
+    /// The storage of a 2-D flex tensor and the layout its logical matrix has in it, given the
+    /// layout the caller expects: the expected one when the tensor is contiguous, the other
+    /// when it is a transposed view of a contiguous matrix (a 16-bit model's projections keep
+    /// HF's `[out, in]` under burn's `[in, out]` view, see `build`).
+    fn matrix(t: &FlexTensor, expected: Layout) -> Option<(Weights<'_>, Layout)> {
+        match t.layout().contiguous_offsets() {
+            Some(offsets) => Some((stored(t, offsets)?, expected)),
+            None => {
+                let offsets = t.layout().transpose(0, 1).contiguous_offsets()?;
+                Some((stored(t, offsets)?, expected.transposed()))
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn stored_layout(weight: &Tensor<2>, expected: Layout) -> Option<Layout> {
+        matrix(&primitive(weight)?, expected).map(|(_, layout)| layout)
+    }
+
+    /// Entries `start..end` of `t`'s storage, in its stored width.
+    fn stored(t: &FlexTensor, (start, end): (usize, usize)) -> Option<Weights<'_>> {
         Some(match t.dtype() {
             DType::F32 => Weights::F32(&t.storage::<f32>()[start..end]),
             DType::F16 => Weights::F16(&t.storage::<f16>()[start..end]),
@@ -887,14 +1024,21 @@ mod flex {
             .map(|(weight, _)| primitive(weight))
             .collect::<Option<Vec<_>>>()?;
         let mut parts = Vec::with_capacity(prims.len());
+        let mut stored_as = None;
         for w in &prims {
             let n = match (layout, w.layout().shape().as_slice()) {
                 (Layout::KN, &[wk, n]) if wk == k => n,
                 (Layout::NK, &[n, wk]) if wk == k => n,
                 _ => return None,
             };
-            parts.push((storage(w)?, n));
+            let (weights, stored) = matrix(w, layout)?;
+            // One product call takes one layout: a mix runs burn's op.
+            if *stored_as.get_or_insert(stored) != stored {
+                return None;
+            }
+            parts.push((weights, n));
         }
+        let layout = stored_as?;
         // Beyond decode sizes, f32 weights take burn's matmul (the same gemm, without a copy of
         // the weights); 16-bit ones are widened panel by panel here (burn would widen the whole
         // matrix on every call, or run gemm's slower f16 path, with `x` rounded to 16 bits).
@@ -1042,6 +1186,10 @@ mod simd {
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
         /// The sum of the lanes.
         unsafe fn sum(v: Self) -> f32;
+        /// Transposes the `LANES × LANES` tile `rows` (`LANES` vectors, a slice so that the
+        /// trait needs no array length from `LANES`) in place: lane `j` of vector `i` becomes
+        /// lane `i` of vector `j`.
+        unsafe fn transpose(rows: &mut [Self]);
     }
 
     /// `LANES` consecutive weights widened to a vector of f32 (exactly).
@@ -1083,6 +1231,34 @@ mod simd {
                 _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
             }
         }
+        #[inline(always)]
+        unsafe fn transpose(r: &mut [Self]) {
+            assert_eq!(r.len(), 8, "an 8 × 8 tile");
+            // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves.
+            unsafe {
+                let t: [Self; 8] = std::array::from_fn(|i| {
+                    let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                    if i % 2 == 0 {
+                        _mm256_unpacklo_ps(a, b)
+                    } else {
+                        _mm256_unpackhi_ps(a, b)
+                    }
+                });
+                let u: [Self; 8] = std::array::from_fn(|i| {
+                    let (q, j) = (i / 4 * 4, i % 4);
+                    let (a, b) = (t[q + j / 2], t[q + 2 + j / 2]);
+                    if j % 2 == 0 {
+                        _mm256_shuffle_ps::<0x44>(a, b)
+                    } else {
+                        _mm256_shuffle_ps::<0xEE>(a, b)
+                    }
+                });
+                for i in 0..4 {
+                    r[i] = _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]);
+                    r[i + 4] = _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]);
+                }
+            }
+        }
     }
 
     impl Vector for __m512 {
@@ -1112,6 +1288,41 @@ mod simd {
         #[inline(always)]
         unsafe fn sum(v: Self) -> f32 {
             unsafe { _mm512_reduce_add_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn transpose(r: &mut [Self]) {
+            assert_eq!(r.len(), 16, "a 16 × 16 tile");
+            // Pairs of rows interleaved, then pairs of pairs, then 128-bit lanes twice.
+            unsafe {
+                let t: [Self; 16] = std::array::from_fn(|i| {
+                    let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                    if i % 2 == 0 {
+                        _mm512_unpacklo_ps(a, b)
+                    } else {
+                        _mm512_unpackhi_ps(a, b)
+                    }
+                });
+                let u: [Self; 16] = std::array::from_fn(|i| {
+                    let (q, j) = (i / 4 * 4, i % 4);
+                    let (a, b) = (t[q + j / 2], t[q + 2 + j / 2]);
+                    if j % 2 == 0 {
+                        _mm512_shuffle_ps::<0x44>(a, b)
+                    } else {
+                        _mm512_shuffle_ps::<0xEE>(a, b)
+                    }
+                });
+                let mut v = [_mm512_setzero_ps(); 16];
+                for j in 0..4 {
+                    v[j] = _mm512_shuffle_f32x4::<0x88>(u[j], u[j + 4]);
+                    v[j + 4] = _mm512_shuffle_f32x4::<0xdd>(u[j], u[j + 4]);
+                    v[j + 8] = _mm512_shuffle_f32x4::<0x88>(u[j + 8], u[j + 12]);
+                    v[j + 12] = _mm512_shuffle_f32x4::<0xdd>(u[j + 8], u[j + 12]);
+                }
+                for j in 0..8 {
+                    r[j] = _mm512_shuffle_f32x4::<0x88>(v[j], v[j + 8]);
+                    r[j + 8] = _mm512_shuffle_f32x4::<0xdd>(v[j], v[j + 8]);
+                }
+            }
         }
     }
 
@@ -1264,6 +1475,7 @@ mod simd {
                 width,
                 stride,
                 out,
+                ..
             } => {
                 assert!(
                     *width > 0 && out.len() % width == 0,
@@ -1321,11 +1533,13 @@ mod simd {
                     w,
                     width,
                     stride,
+                    transposed,
                     out,
                 } => Op::Widen {
                     w: cast(w),
                     width,
                     stride,
+                    transposed,
                     out,
                 },
             })
@@ -1432,8 +1646,16 @@ mod simd {
                     w,
                     width,
                     stride,
+                    transposed: false,
                     out,
                 } => widen::<V, E>(w, width, stride, out),
+                Op::Widen {
+                    w,
+                    width,
+                    stride,
+                    transposed: true,
+                    out,
+                } => widen_transposed::<V, E>(w, width, stride, out),
             }
         }
     }
@@ -1455,6 +1677,51 @@ mod simd {
             }
             for (o, v) in out[body..].iter_mut().zip(&w[body..]) {
                 *o = v.widen();
+            }
+        }
+    }
+
+    /// [`super::Op::Widen`] into the transposed block, `LANES × LANES` tiles at a time: each
+    /// tile's rows widened from `w`, transposed in registers ([`Vector::transpose`]) and stored
+    /// as `LANES` contiguous vectors of `out`; the edges that fill no whole tile one entry at a
+    /// time.
+    ///
+    /// # Safety
+    /// As [`widen`].
+    #[inline(always)]
+    unsafe fn widen_transposed<V: Vector, E: Widen<V>>(
+        w: &[E],
+        width: usize,
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        let l = V::LANES;
+        let rows = out.len() / width;
+        let (rb, wb) = (rows - rows % l, width - width % l);
+        // SAFETY: V::zero needs only the instruction set (caller).
+        let mut tile = [unsafe { V::zero() }; 16];
+        let tile = &mut tile[..l];
+        let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
+        for r0 in (0..rb).step_by(l) {
+            for j0 in (0..wb).step_by(l) {
+                // SAFETY: rows r0 + i < rb ≤ rows are read at (r0 + i)·stride + j0 + 0..LANES ≤
+                // (rows - 1)·stride + width ≤ w.len(); out's rows j0 + i < wb ≤ width are
+                // written at (j0 + i)·rows + r0 + 0..LANES ≤ width·rows = out.len().
+                unsafe {
+                    for (i, t) in tile.iter_mut().enumerate() {
+                        *t = E::widen_load(wp.add((r0 + i) * stride + j0));
+                    }
+                    V::transpose(tile);
+                    for (i, t) in tile.iter().enumerate() {
+                        V::store(op.add((j0 + i) * rows + r0), *t);
+                    }
+                }
+            }
+        }
+        for r in 0..rows {
+            let from = if r < rb { wb } else { 0 };
+            for j in from..width {
+                out[j * rows + r] = w[r * stride + j].widen();
             }
         }
     }
@@ -2012,7 +2279,7 @@ mod tests {
     /// implementation), bit for bit, on every special value (zeros of both signs, subnormals,
     /// the extremes, infinities; a NaN must stay NaN: half quiets a signalling bf16 NaN, the
     /// exact shift keeps it signalling), contiguous and as rows gathered from a strided block,
-    /// at widths around the vector widths.
+    /// at widths around the vector widths, stored as they are and transposed.
     #[test]
     fn widening_matches_half_bit_for_bit() {
         let mut bits: Vec<u16> = vec![0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x7bff, 0xfbff];
@@ -2026,20 +2293,29 @@ mod tests {
             [width, stride, rows]: [usize; 3],
             oracle: fn(E) -> f32,
         ) {
-            let mut got = vec![f32::NAN; rows * width];
-            kernels.run(Op::Widen {
-                w,
-                width,
-                stride,
-                out: &mut got,
-            });
-            for (i, &g) in got.iter().enumerate() {
-                let v = w[(i / width) * stride + i % width];
-                let want = oracle(v);
-                assert!(
-                    g.to_bits() == want.to_bits() || g.is_nan() && want.is_nan(),
-                    "{kernels:?} {width}/{stride} {i}: {g} vs {v:?}"
-                );
+            for transposed in [false, true] {
+                let mut got = vec![f32::NAN; rows * width];
+                kernels.run(Op::Widen {
+                    w,
+                    width,
+                    stride,
+                    transposed,
+                    out: &mut got,
+                });
+                for (i, &g) in got.iter().enumerate() {
+                    // Entry (r, j) of the block sits at r·width + j, or j·rows + r transposed.
+                    let (r, j) = if transposed {
+                        (i % rows, i / rows)
+                    } else {
+                        (i / width, i % width)
+                    };
+                    let v = w[r * stride + j];
+                    let want = oracle(v);
+                    assert!(
+                        g.to_bits() == want.to_bits() || g.is_nan() && want.is_nan(),
+                        "{kernels:?} {width}/{stride} transposed {transposed} {i}: {g} vs {v:?}"
+                    );
+                }
             }
         }
         let halves: Vec<f16> = bits.iter().map(|&b| f16::from_bits(b)).collect();
@@ -2054,6 +2330,9 @@ mod tests {
             [33, 33, 9],
             [47, 100, 40],
             [0x100, 0x111, 15],
+            // Whole transposing tiles only (8 and 16 lanes), and tiles with edges both ways.
+            [32, 32, 32],
+            [64, 70, 48],
         ]);
         shapes.push([1, 1, 0]);
         for shape @ [width, stride, rows] in shapes {

@@ -701,6 +701,64 @@ mod tests {
         }
     }
 
+    /// 16-bit projections on flex keep HF's `[out, in]` storage under burn's `[in, out]` view
+    /// (`build`), f32 ones are stored `[in, out]`; either way `project` takes the CPU fast path
+    /// for a decode row, and for a prefill-sized block with 16-bit weights (a declined view
+    /// would fall back to burn's op, right but slow), and its result is burn's `Linear` on the
+    /// same weights widened to f32, the slow twin, up to f32 rounding.
+    #[test]
+    fn projections_take_the_fast_path_in_their_stored_layout() {
+        let device = Device::flex();
+        let config = crate::testing::tiny_config(crate::testing::Tiny::Qwen2Untied).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let model = config.init(&device, dtype, 3).unwrap();
+            let layer = &model.model.layers[0];
+            for linear in [&layer.self_attn.q_proj, &layer.mlp.down_proj] {
+                let weight = linear.weight.val();
+                let stored = if dtype == DType::F32 {
+                    Layout::KN
+                } else {
+                    Layout::NK
+                };
+                assert_eq!(
+                    kernels::stored_layout(&weight, Layout::KN),
+                    Some(stored),
+                    "{dtype:?}"
+                );
+                let [d_in, _] = weight.dims();
+                let twin = Linear {
+                    weight: Param::from_tensor(weight.clone().cast(DType::F32)),
+                    bias: linear
+                        .bias
+                        .as_ref()
+                        .map(|b| Param::from_tensor(b.val().cast(DType::F32))),
+                };
+                for rows in [1, 12] {
+                    let x =
+                        crate::testing::normal_tensor::<3>([1, rows, d_in], rows as u64, &device);
+                    let bias = linear.bias.as_ref().map(|b| b.val());
+                    let fast = kernels::project(&x, &weight, Layout::KN, bias.as_ref());
+                    if dtype == DType::F32 && rows > kernels::MAX_ROWS {
+                        // f32 prefill is burn's matmul on the contiguous weight.
+                        assert!(fast.is_none(), "f32 prefill takes burn's matmul");
+                        continue;
+                    }
+                    let fast =
+                        fast.unwrap_or_else(|| panic!("{dtype:?} {rows} rows: fast path declined"));
+                    let slow = host(twin.forward(x));
+                    let fast = host(fast);
+                    let scale = slow.iter().fold(1f32, |m, v| m.max(v.abs()));
+                    for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * scale,
+                            "{dtype:?} {rows} rows at {i}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// The norm's host pass against its burn ops (`forward_ops`, the slow twin), for f32 and
     /// f16 weights, one decode row and a prefill-sized batch that takes the parallel split:
     /// within a few ulps (only the order of the sum of squares differs).
