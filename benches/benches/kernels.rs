@@ -6,9 +6,9 @@
 //!
 //! The weights are a stack of 72 MLP-sized `[896, 4864]` matrices (the 0.5B model's 24 layers ×
 //! gate, up, down: 314M entries, 1.25 GB in f32, above the dev VM's 300 MB L3), multiplied one
-//! after the other like the layers of a decode step; the head is the tied `[151936, 896]`
-//! embedding read row by row (`nk`) or an untied `[896, 151936]` head (`kn_head`, the layout of
-//! burn's `Linear`).
+//! after the other like the layers of a decode step; the head is `[151936, 896]` read row by
+//! row (`nk`: how a model stores its head, tied or not), or the same entries as a
+//! `[896, 151936]` matrix stored `[in, out]` (`kn_head`, the widest `kn` case).
 //!
 //! ```text
 //! cargo bench -p em-benches --bench kernels
@@ -75,6 +75,10 @@ impl Stored {
     }
 }
 
+/// Matrices multiplied one after the other, their logical `[k, n]`, and the layouts (with
+/// their labels) each is benched in.
+type Suite<'a> = (&'a [&'a Stored], [usize; 2], [(Layout, &'static str); 2]);
+
 fn name(dtype: DType) -> &'static str {
     match dtype {
         DType::F16 => "f16",
@@ -97,6 +101,7 @@ fn kernels(c: &mut Criterion) {
         .collect();
     let layers: Vec<Stored> = (0..LAYERS as u64).map(|i| Stored::new(K * N, i)).collect();
     let head = Stored::new(VOCAB * K, 99);
+    let layer_refs: Vec<&Stored> = layers.iter().collect();
     let mut group = c.benchmark_group("cpu/kernels");
     group
         .sample_size(10)
@@ -106,52 +111,46 @@ fn kernels(c: &mut Criterion) {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             for rows in [1usize, 4, 8] {
                 let x = values(rows * K, 7);
-                group.throughput(Throughput::Bytes((LAYERS * K * N) as u64 * bytes(dtype)));
                 // The layers stored `[in, out]` (an f32 model's projections) and `[out, in]`
-                // (a 16-bit model's on flex).
-                for (layout, label) in [(Layout::KN, "kn"), (Layout::NK, "nk_layers")] {
-                    group.bench_function(
-                        BenchmarkId::from_parameter(format!(
-                            "{isa}_{label}_{}_r{rows}",
-                            name(dtype)
-                        )),
-                        |b| {
-                            b.iter(|| {
-                                for layer in &layers {
-                                    matmul_rows(
-                                        kernels,
-                                        &x,
-                                        rows,
-                                        layer.weights(dtype),
-                                        layout,
-                                        [K, N],
-                                    );
-                                }
-                            })
-                        },
-                    );
-                }
-                // The head, untied (burn's `Linear` layout) and tied (the embedding's rows).
-                group.throughput(Throughput::Bytes((VOCAB * K) as u64 * bytes(dtype)));
-                for (layout, label) in [(Layout::KN, "kn_head"), (Layout::NK, "nk")] {
-                    group.bench_function(
-                        BenchmarkId::from_parameter(format!(
-                            "{isa}_{label}_{}_r{rows}",
-                            name(dtype)
-                        )),
-                        |b| {
-                            b.iter(|| {
-                                matmul_rows(
-                                    kernels,
-                                    &x,
-                                    rows,
-                                    head.weights(dtype),
-                                    layout,
-                                    [K, VOCAB],
-                                )
-                            })
-                        },
-                    );
+                // (a 16-bit model's on flex); a head-sized matrix stored `[in, out]` (the widest
+                // `kn` case) and `[vocab, hidden]` (a model's head, tied or not).
+                let suites: [Suite<'_>; 2] = [
+                    (
+                        &layer_refs,
+                        [K, N],
+                        [(Layout::KN, "kn"), (Layout::NK, "nk_layers")],
+                    ),
+                    (
+                        &[&head],
+                        [K, VOCAB],
+                        [(Layout::KN, "kn_head"), (Layout::NK, "nk")],
+                    ),
+                ];
+                for (matrices, shape, cases) in suites {
+                    let entries = matrices.len() * shape[0] * shape[1];
+                    group.throughput(Throughput::Bytes(entries as u64 * bytes(dtype)));
+                    for (layout, label) in cases {
+                        group.bench_function(
+                            BenchmarkId::from_parameter(format!(
+                                "{isa}_{label}_{}_r{rows}",
+                                name(dtype)
+                            )),
+                            |b| {
+                                b.iter(|| {
+                                    for m in matrices {
+                                        matmul_rows(
+                                            kernels,
+                                            &x,
+                                            rows,
+                                            m.weights(dtype),
+                                            layout,
+                                            shape,
+                                        );
+                                    }
+                                })
+                            },
+                        );
+                    }
                 }
             }
         }
