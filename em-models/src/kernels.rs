@@ -303,8 +303,9 @@ pub fn matmul_rows_all(
     }
     // One column range per thread of every product, a multiple of 16 wide (a SIMD tile) except
     // the last, all in one parallel region.
+    let ns: Vec<usize> = parts.iter().map(|&(_, n)| n).collect();
     let width = |n: usize| n.div_ceil(threads).next_multiple_of(16).max(16);
-    by_columns(rows, parts, width, |p, cols| {
+    by_columns(rows, &ns, width, |p, cols| {
         let (weights, n) = parts[p];
         part(x, weights, [k, n], cols)
     })
@@ -361,22 +362,22 @@ fn by_row_blocks(
     y
 }
 
-/// Each product `parts[p] = (_, n_p)` as `[rows, n_p]`, assembled from `part(p, c0..c1)`
-/// (`[rows, c1 - c0]` each) over column ranges `width(n_p)` wide, all the products' ranges one
+/// Each product `p` (`ns[p]` columns) as `[rows, ns[p]]`, assembled from `part(p, c0..c1)`
+/// (`[rows, c1 - c0]` each) over column ranges `width(ns[p])` wide, all the products' ranges one
 /// rayon task each in a single parallel region (a decode step's q/k/v or gate/up as one
 /// region rather than one per product). The tasks are ordered range by range (every product's
 /// first range, then every product's second, ...), so that rayon's halving hands each thread
 /// the same share of every product.
-fn by_columns<W: Sync>(
+fn by_columns(
     rows: usize,
-    parts: &[(W, usize)],
+    ns: &[usize],
     width: impl Fn(usize) -> usize,
     part: impl Fn(usize, std::ops::Range<usize>) -> Vec<f32> + Sync,
 ) -> Vec<Vec<f32>> {
     use rayon::prelude::*;
-    let ranges: Vec<Vec<std::ops::Range<usize>>> = parts
+    let ranges: Vec<Vec<std::ops::Range<usize>>> = ns
         .iter()
-        .map(|&(_, n)| {
+        .map(|&n| {
             let width = width(n).max(1);
             (0..n)
                 .step_by(width)
@@ -397,15 +398,14 @@ fn by_columns<W: Sync>(
         .par_iter()
         .map(|(p, cols)| part(*p, cols.clone()))
         .collect();
-    let mut pieces: Vec<Vec<(std::ops::Range<usize>, Vec<f32>)>> =
-        parts.iter().map(|_| Vec::new()).collect();
+    let mut pieces: Vec<Vec<(std::ops::Range<usize>, Vec<f32>)>> = vec![Vec::new(); ns.len()];
     for ((p, cols), out) in tasks.into_iter().zip(outs) {
         pieces[p].push((cols, out));
     }
     pieces
         .into_iter()
-        .zip(parts)
-        .map(|(pieces, &(_, n))| {
+        .zip(ns)
+        .map(|(pieces, &n)| {
             // Row by row, each range's segment in turn: one write of `y`, without zeroing it.
             let mut y = Vec::with_capacity(rows * n);
             for r in 0..rows {
@@ -475,7 +475,7 @@ pub fn matmul_widened(
     let width = n.div_ceil(tasks).next_multiple_of(16);
     let mut ys = by_columns(
         rows,
-        &[((), n)],
+        &[n],
         |_| width,
         |_, cols| match layout {
             Layout::KN => kn_widened(kernels, x, rows, weights, [k, n], cols),
