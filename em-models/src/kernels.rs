@@ -197,6 +197,11 @@ impl Kernels {
 /// (the untied head) by columns.
 const ROW_SPLIT_MAX_N: usize = 16_384;
 
+/// The least weights, in bytes, of a decode product's column range ([`Schedule::Guided`]): the
+/// last ranges of a region are this small, so the threads end it together, and not smaller,
+/// so each is still a few long streams.
+const MIN_RANGE_BYTES: usize = 64 << 10;
+
 impl Weights<'_> {
     /// Entries stored.
     fn len(&self) -> usize {
@@ -204,6 +209,14 @@ impl Weights<'_> {
             Weights::F32(w) => w.len(),
             Weights::F16(w) => w.len(),
             Weights::Bf16(w) => w.len(),
+        }
+    }
+
+    /// Bytes per entry.
+    fn elem_bytes(&self) -> usize {
+        match self {
+            Weights::F32(_) => 4,
+            Weights::F16(_) | Weights::Bf16(_) => 2,
         }
     }
 
@@ -219,7 +232,7 @@ impl Weights<'_> {
 
 /// `y = x·W` with `x: [rows, k]` (f32, row-major) and `W` a logical `[k, n]` matrix laid out as
 /// `layout` says; returns `[rows, n]` in f32. The work is split between rayon's threads so that
-/// each streams one contiguous stretch of `W`: blocks of whole rows for row-major `[k, n]`
+/// each streams long contiguous stretches of `W`: blocks of whole rows for row-major `[k, n]`
 /// weights up to `ROW_SPLIT_MAX_N` (16384) wide (partial products summed), column ranges otherwise.
 ///
 /// # Panics
@@ -242,7 +255,10 @@ pub fn matmul_rows(
 /// `[rows, n_i]`. Row-major weights all within `ROW_SPLIT_MAX_N` are split into one block of
 /// whole rows per thread *together*: one parallel region for all of them, each thread streaming
 /// its rows of every matrix in turn (a decode step's q/k/v and gate/up: 72 fewer regions per
-/// token of the 0.5B model). Otherwise each product is split on its own.
+/// token of the 0.5B model). Otherwise (`[n, k]` weights, and wider `[k, n]` ones) their
+/// columns are handed out in ranges while the region runs, the ranges shrinking towards its end
+/// ([`Schedule::Guided`]), so that the threads finish together whatever share of the bandwidth
+/// each gets; the products are the same, bit for bit, however the ranges fall.
 ///
 /// # Panics
 /// As [`matmul_rows`], for every part.
@@ -301,11 +317,18 @@ pub fn matmul_rows_all(
         ys.reverse();
         return ys;
     }
-    // One column range per thread of every product, a multiple of 16 wide (a SIMD tile) except
-    // the last, all in one parallel region.
+    // Column ranges handed out as the threads ask, all the products' in one parallel region,
+    // none narrower than `MIN_RANGE_BYTES` of weights, nor than 256 columns of a `[k, n]`
+    // matrix (a range is a segment of each of its `k` rows there).
     let ns: Vec<usize> = parts.iter().map(|&(_, n)| n).collect();
-    let width = |n: usize| n.div_ceil(threads).next_multiple_of(16).max(16);
-    by_columns(rows, &ns, width, |p, cols| {
+    let min = |p: usize| {
+        let bytes = MIN_RANGE_BYTES / (k * parts[p].0.elem_bytes()).max(1);
+        match layout {
+            Layout::NK => bytes.max(16),
+            Layout::KN => bytes.max(256),
+        }
+    };
+    by_columns(rows, &ns, Schedule::Guided(min), |p, cols| {
         let (weights, n) = parts[p];
         part(x, weights, [k, n], cols)
     })
@@ -362,50 +385,74 @@ fn by_row_blocks(
     y
 }
 
+/// How [`by_columns`] cuts the products' columns into tasks. The cuts fall on multiples of 16
+/// columns from a product's start (or at its end; the callers' widths are multiples of 16),
+/// where a product's value does not depend on them: a column is computed the same way, bit for
+/// bit, whichever range it falls in (tested), so a product is the same on every run.
+enum Schedule<F: Fn(usize) -> usize> {
+    /// Ranges `width(p)` columns wide, fixed before the region starts, split between the
+    /// threads by rayon's halving (prefill's products, a few long gemm tasks).
+    Fixed(F),
+    /// Ranges handed out while the region runs (guided self-scheduling): a thread that is done
+    /// takes the next `remaining / (2·threads)` columns of the products in turn, at least
+    /// `min(p)`, so the ranges shrink as the region ends and the thread that streams faster
+    /// takes more. With two fixed halves a decode step's threads finished their shares of a
+    /// product 25-41 µs apart on average (of 240-350 µs per region, either thread the slower
+    /// one at random: the 2-core AMD EPYC VM's bandwidth is not shared evenly from moment to
+    /// moment), and the faster one then waited.
+    Guided(F),
+}
+
 /// Each product `p` (`ns[p]` columns) as `[rows, ns[p]]`, assembled from `part(p, c0..c1)`
-/// (`[rows, c1 - c0]` each) over column ranges `width(ns[p])` wide, all the products' ranges one
-/// rayon task each in a single parallel region (a decode step's q/k/v or gate/up as one
-/// region rather than one per product). The tasks are ordered range by range (every product's
-/// first range, then every product's second, ...), so that rayon's halving hands each thread
-/// the same share of every product.
-fn by_columns(
+/// (`[rows, c1 - c0]` each) over the column ranges `schedule` cuts, all the products' ranges
+/// one parallel region (a decode step's q/k/v or gate/up as one region rather than one per
+/// product).
+fn by_columns<F: Fn(usize) -> usize + Sync>(
     rows: usize,
     ns: &[usize],
-    width: impl Fn(usize) -> usize,
+    schedule: Schedule<F>,
     part: impl Fn(usize, std::ops::Range<usize>) -> Vec<f32> + Sync,
 ) -> Vec<Vec<f32>> {
     use rayon::prelude::*;
-    let ranges: Vec<Vec<std::ops::Range<usize>>> = ns
-        .iter()
-        .map(|&n| {
-            let width = width(n).max(1);
-            (0..n)
-                .step_by(width)
-                .map(|start| start..(start + width).min(n))
-                .collect()
-        })
-        .collect();
-    let most = ranges.iter().map(Vec::len).max().unwrap_or(0);
-    let tasks: Vec<(usize, std::ops::Range<usize>)> = (0..most)
-        .flat_map(|t| {
-            ranges
+    type Piece = (usize, std::ops::Range<usize>, Vec<f32>);
+    let run = |(p, cols): (usize, std::ops::Range<usize>)| -> Piece {
+        let out = part(p, cols.clone());
+        (p, cols, out)
+    };
+    let pieces: Vec<Piece> = match schedule {
+        Schedule::Fixed(width) => {
+            let tasks: Vec<(usize, std::ops::Range<usize>)> = ns
                 .iter()
                 .enumerate()
-                .filter_map(move |(p, r)| r.get(t).map(|cols| (p, cols.clone())))
-        })
-        .collect();
-    let outs: Vec<Vec<f32>> = tasks
-        .par_iter()
-        .map(|(p, cols)| part(*p, cols.clone()))
-        .collect();
-    let mut pieces: Vec<Vec<(std::ops::Range<usize>, Vec<f32>)>> = vec![Vec::new(); ns.len()];
-    for ((p, cols), out) in tasks.into_iter().zip(outs) {
-        pieces[p].push((cols, out));
+                .flat_map(|(p, &n)| {
+                    let width = width(p).max(1);
+                    (0..n)
+                        .step_by(width)
+                        .map(move |start| (p, start..(start + width).min(n)))
+                })
+                .collect();
+            tasks.into_par_iter().map(run).collect()
+        }
+        Schedule::Guided(min) => {
+            let threads = rayon::current_num_threads().max(1);
+            let ranges = GuidedRanges::new(ns, threads, min);
+            let mine: Vec<Vec<Piece>> = (0..threads)
+                .into_par_iter()
+                .with_max_len(1)
+                .map(|_| std::iter::from_fn(|| ranges.next()).map(run).collect())
+                .collect();
+            mine.into_iter().flatten().collect()
+        }
+    };
+    let mut by_product: Vec<Vec<(std::ops::Range<usize>, Vec<f32>)>> = vec![Vec::new(); ns.len()];
+    for (p, cols, out) in pieces {
+        by_product[p].push((cols, out));
     }
-    pieces
+    by_product
         .into_iter()
         .zip(ns)
-        .map(|(pieces, &n)| {
+        .map(|(mut pieces, &n)| {
+            pieces.sort_unstable_by_key(|(cols, _)| cols.start);
             // Row by row, each range's segment in turn: one write of `y`, without zeroing it.
             let mut y = Vec::with_capacity(rows * n);
             for r in 0..rows {
@@ -414,10 +461,72 @@ fn by_columns(
                     y.extend_from_slice(&out[r * width..(r + 1) * width]);
                 }
             }
-            debug_assert_eq!(y.len(), rows * n);
+            assert_eq!(y.len(), rows * n, "the ranges cover every column once");
             y
         })
         .collect()
+}
+
+/// [`Schedule::Guided`]'s ranges: the products' columns end to end, handed out from one atomic
+/// cursor to whichever thread asks.
+struct GuidedRanges<'a, F> {
+    ns: &'a [usize],
+    /// Where each product starts in the products' columns end to end.
+    offsets: Vec<usize>,
+    total: usize,
+    threads: usize,
+    min: F,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl<'a, F: Fn(usize) -> usize> GuidedRanges<'a, F> {
+    fn new(ns: &'a [usize], threads: usize, min: F) -> Self {
+        let offsets = ns
+            .iter()
+            .scan(0, |at, &n| {
+                let start = *at;
+                *at += n;
+                Some(start)
+            })
+            .collect();
+        Self {
+            ns,
+            offsets,
+            total: ns.iter().sum(),
+            threads: threads.max(1),
+            min,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The next range `(product, columns)`, or `None` once every column is handed out.
+    fn next(&self) -> Option<(usize, std::ops::Range<usize>)> {
+        use std::sync::atomic::Ordering;
+        let mut at = self.next.load(Ordering::Relaxed);
+        loop {
+            if at >= self.total {
+                return None;
+            }
+            // The product holding column `at` (the last whose start is at or before it; an
+            // empty product starts where the next does and is skipped).
+            let p = self.offsets.partition_point(|&o| o <= at) - 1;
+            let start = at - self.offsets[p];
+            let size = ((self.total - at) / (2 * self.threads))
+                .max((self.min)(p))
+                .max(1)
+                .next_multiple_of(16);
+            let end = (start + size).min(self.ns[p]);
+            match self.next.compare_exchange_weak(
+                at,
+                self.offsets[p] + end,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((p, start..end)),
+                Err(now) => at = now,
+            }
+        }
+    }
 }
 
 /// Entries of `W` (f32) one [`matmul_widened`] chunk widens at a time: 1 MB, within L2 ...
@@ -476,7 +585,7 @@ pub fn matmul_widened(
     let mut ys = by_columns(
         rows,
         &[n],
-        |_| width,
+        Schedule::Fixed(|_| width),
         |_, cols| match layout {
             Layout::KN => kn_widened(kernels, x, rows, weights, [k, n], cols),
             Layout::NK => nk_widened(kernels, x, rows, weights, [k, n], cols),
@@ -2038,7 +2147,9 @@ mod simd {
 
     /// `S` outputs `cols.len() / S` apart at a time (`S` memory streams, each prefetched one
     /// row of `W` ahead when `PF`), each a row of `W` dotted with the `R` rows of `x` in f32
-    /// lanes, then summed across lanes.
+    /// lanes, then summed across lanes. The outputs left over (`cols.len() % S`) take the same
+    /// arithmetic one at a time, so an output's value does not depend on where `cols` starts or
+    /// ends (a decode product's column ranges are cut while it runs).
     ///
     /// # Safety
     /// The CPU has `V`'s set; `x: [R, k]`, `w: [n, k]` with `cols.end ≤ n`,
@@ -2053,56 +2164,75 @@ mod simd {
     ) {
         let width = cols.len();
         let q = width / S;
+        let wp = w.as_ptr();
+        // SAFETY (whole block): W rows cols.start + at < cols.end ≤ n, read by `nk_dots` at
+        // row·k + 0..k; x is [R, k]; out at r·width + at < R·width.
+        unsafe {
+            for at in 0..q {
+                let ats: [usize; S] = std::array::from_fn(|s| at + s * q);
+                let dots =
+                    nk_dots::<V, E, R, S, PF>(x, k, ats.map(|a| wp.add((cols.start + a) * k)));
+                for (r, dots) in dots.iter().enumerate() {
+                    for s in 0..S {
+                        *out.get_unchecked_mut(r * width + ats[s]) = dots[s];
+                    }
+                }
+            }
+            for at in S * q..width {
+                let dots = nk_dots::<V, E, R, 1, false>(x, k, [wp.add((cols.start + at) * k)]);
+                for (r, dot) in dots.iter().enumerate() {
+                    *out.get_unchecked_mut(r * width + at) = dot[0];
+                }
+            }
+        }
+    }
+
+    /// The dot products of `S` rows of `W` (starting at `wr`, `k` entries each) with the `R`
+    /// rows of `x`, `[R][S]`: f32 lanes along `k`, summed across lanes, then the last
+    /// `k % LANES` entries in order.
+    ///
+    /// # Safety
+    /// The CPU has `V`'s set; `x: [R, k]`; each `wr[s]` points at `k` readable entries.
+    #[inline(always)]
+    unsafe fn nk_dots<V: Vector, E: Widen<V>, const R: usize, const S: usize, const PF: bool>(
+        x: &[f32],
+        k: usize,
+        wr: [*const E; S],
+    ) -> [[f32; S]; R] {
         let l = V::LANES;
         let kv = k / l * l;
         let row_bytes = k * std::mem::size_of::<E>();
         let xp = x.as_ptr();
-        let wp = w.as_ptr();
-        // SAFETY (whole block): W rows cols.start + at < cols.end ≤ n are read at
-        // row·k + 0..k; x rows r < R at r·k + 0..k; out at r·width + at < R·width.
-        // Prefetches only hint.
+        // SAFETY: reads W's rows at wr[s] + 0..k and x's at r·k + 0..k, within bounds by the
+        // contract; prefetches only hint.
         unsafe {
-            for at in 0..q {
-                let ats: [usize; S] = std::array::from_fn(|s| at + s * q);
-                let wr = ats.map(|a| wp.add((cols.start + a) * k));
-                let mut acc = [[V::zero(); S]; R];
-                let mut i = 0;
-                while i < kv {
-                    let mut v = [V::zero(); S];
-                    for s in 0..S {
-                        prefetch::<PF, E>(wr[s].add(i), row_bytes);
-                        v[s] = E::widen_load(wr[s].add(i));
-                    }
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        let xv = V::load(xp.add(r * k + i));
-                        for s in 0..S {
-                            a[s] = V::fma(v[s], xv, a[s]);
-                        }
-                    }
-                    i += l;
+            let mut acc = [[V::zero(); S]; R];
+            let mut i = 0;
+            while i < kv {
+                let mut v = [V::zero(); S];
+                for s in 0..S {
+                    prefetch::<PF, E>(wr[s].add(i), row_bytes);
+                    v[s] = E::widen_load(wr[s].add(i));
                 }
-                for (r, a) in acc.iter().enumerate() {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xv = V::load(xp.add(r * k + i));
                     for s in 0..S {
-                        let mut sum = V::sum(a[s]);
-                        for i in kv..k {
-                            sum = (*wr[s].add(i)).widen().mul_add(*xp.add(r * k + i), sum);
-                        }
-                        *out.get_unchecked_mut(r * width + ats[s]) = sum;
+                        a[s] = V::fma(v[s], xv, a[s]);
                     }
+                }
+                i += l;
+            }
+            let mut dots = [[0.0f32; S]; R];
+            for (r, a) in acc.iter().enumerate() {
+                for s in 0..S {
+                    let mut sum = V::sum(a[s]);
+                    for i in kv..k {
+                        sum = (*wr[s].add(i)).widen().mul_add(*xp.add(r * k + i), sum);
+                    }
+                    dots[r][s] = sum;
                 }
             }
-            // The tail after the streams, one output at a time.
-            for at in S * q..width {
-                let wr = wp.add((cols.start + at) * k);
-                for r in 0..R {
-                    let xr = xp.add(r * k);
-                    let mut s = 0.0f32;
-                    for i in 0..k {
-                        s = (*wr.add(i)).widen().mul_add(*xr.add(i), s);
-                    }
-                    *out.get_unchecked_mut(r * width + at) = s;
-                }
-            }
+            dots
         }
     }
 }
@@ -2231,6 +2361,114 @@ mod tests {
                     for rows in 1..=MAX_ROWS {
                         for shape in [[1, 1], [37, 45], [64, 128], [130, 300]] {
                             check(kernels, dtype, layout, rows, shape);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A product's value does not depend on how its columns are cut between tasks: for every
+    /// kernel, width, layout and row count, `x·W` over column ranges cut at multiples of 16 (as
+    /// [`Schedule`]'s are), and over `matmul_rows_all`'s ranges handed out on pools of 1-3
+    /// threads, equals the single-range product bit for bit. (With a scalar tail for the
+    /// `width % S` outputs left after the kernel's `S` streams, an output's value depended on
+    /// where its range ended: eight rows take three streams.)
+    #[test]
+    fn products_do_not_depend_on_the_column_cuts() {
+        let [k, n] = [70, 203];
+        let x = values(7, MAX_ROWS * k);
+        let raw = values(11, k * n);
+        let (w16, wb16): (Vec<f16>, Vec<bf16>) = raw
+            .iter()
+            .map(|&v| (f16::from_f32(v), bf16::from_f32(v)))
+            .unzip();
+        let pools: Vec<rayon::ThreadPool> = (1..=3)
+            .map(|t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .expect("a rayon pool")
+            })
+            .collect();
+        for kernels in Kernels::available() {
+            for weights in [Weights::F32(&raw), Weights::F16(&w16), Weights::Bf16(&wb16)] {
+                for layout in [Layout::KN, Layout::NK] {
+                    for rows in 1..=MAX_ROWS {
+                        let x = &x[..rows * k];
+                        let whole = match weights {
+                            Weights::F32(w) => columns(kernels, x, rows, w, layout, [k, n], 0..n),
+                            Weights::F16(w) => columns(kernels, x, rows, w, layout, [k, n], 0..n),
+                            Weights::Bf16(w) => columns(kernels, x, rows, w, layout, [k, n], 0..n),
+                        };
+                        let name = format!("{} {layout:?} rows {rows}", kernels.name());
+                        for cuts in [&[16, 48, 64, 112, 192][..], &[32, 80, 96, 128, 144, 176]] {
+                            let mut got = vec![0.0f32; rows * n];
+                            let bounds: Vec<usize> = std::iter::once(0)
+                                .chain(cuts.iter().copied())
+                                .chain([n])
+                                .collect();
+                            for cols in bounds.windows(2).map(|b| b[0]..b[1]) {
+                                let part = match weights {
+                                    Weights::F32(w) => {
+                                        columns(kernels, x, rows, w, layout, [k, n], cols.clone())
+                                    }
+                                    Weights::F16(w) => {
+                                        columns(kernels, x, rows, w, layout, [k, n], cols.clone())
+                                    }
+                                    Weights::Bf16(w) => {
+                                        columns(kernels, x, rows, w, layout, [k, n], cols.clone())
+                                    }
+                                };
+                                for r in 0..rows {
+                                    got[r * n + cols.start..r * n + cols.end].copy_from_slice(
+                                        &part[r * cols.len()..(r + 1) * cols.len()],
+                                    );
+                                }
+                            }
+                            assert!(
+                                got.iter()
+                                    .zip(&whole)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{name}: cut at {cuts:?}"
+                            );
+                        }
+                        // `[n, k]` products are split by columns on any pool (a `[k, n]` one
+                        // this narrow by rows of `W`, its partial products summed).
+                        if layout == Layout::KN {
+                            continue;
+                        }
+                        for pool in &pools {
+                            // Two products of one region (the second the first rows of `W`).
+                            let n2 = 48;
+                            let w2 = weights.slice(0..n2 * k);
+                            let ys = pool.install(|| {
+                                matmul_rows_all(
+                                    kernels,
+                                    x,
+                                    rows,
+                                    &[(weights, n), (w2, n2)],
+                                    layout,
+                                    k,
+                                )
+                            });
+                            let threads = pool.current_num_threads();
+                            assert!(
+                                ys[0]
+                                    .iter()
+                                    .zip(&whole)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{name}: {threads} threads"
+                            );
+                            for r in 0..rows {
+                                assert!(
+                                    ys[1][r * n2..(r + 1) * n2]
+                                        .iter()
+                                        .zip(&whole[r * n..r * n + n2])
+                                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                    "{name}: {threads} threads, second product"
+                                );
+                            }
                         }
                     }
                 }
