@@ -197,9 +197,10 @@ impl Kernels {
 /// (the untied head) by columns.
 const ROW_SPLIT_MAX_N: usize = 16_384;
 
-/// The least weights, in bytes, of a decode product's column range ([`Schedule::Guided`]): the
-/// last ranges of a region are this small, so the threads end it together, and not smaller,
-/// so each is still a few long streams.
+/// The least weights, in bytes, of an `[n, k]` decode product's column range (whole rows of the
+/// stored matrix, [`Schedule::Guided`]) but for a product's last one: the last ranges of a
+/// region are this small, so the threads end it together, and not smaller, so each is still a
+/// few long streams.
 const MIN_RANGE_BYTES: usize = 64 << 10;
 
 impl Weights<'_> {
@@ -255,10 +256,11 @@ pub fn matmul_rows(
 /// `[rows, n_i]`. Row-major weights all within `ROW_SPLIT_MAX_N` are split into one block of
 /// whole rows per thread *together*: one parallel region for all of them, each thread streaming
 /// its rows of every matrix in turn (a decode step's q/k/v and gate/up: 72 fewer regions per
-/// token of the 0.5B model). Otherwise (`[n, k]` weights, and wider `[k, n]` ones) their
-/// columns are handed out in ranges while the region runs, the ranges shrinking towards its end
-/// ([`Schedule::Guided`]), so that the threads finish together whatever share of the bandwidth
-/// each gets; the products are the same, bit for bit, however the ranges fall.
+/// token of the 0.5B model). `[n, k]` weights' columns (whole rows of the stored matrix) are
+/// handed out in ranges while the region runs, the ranges shrinking towards its end
+/// (`Schedule::Guided`), so that the threads finish together whatever share of the bandwidth
+/// each gets; the products are the same, bit for bit, however the ranges fall. Wider `[k, n]`
+/// weights are split into one column range per thread.
 ///
 /// # Panics
 /// As [`matmul_rows`], for every part.
@@ -317,21 +319,25 @@ pub fn matmul_rows_all(
         ys.reverse();
         return ys;
     }
-    // Column ranges handed out as the threads ask, all the products' in one parallel region,
-    // none narrower than `MIN_RANGE_BYTES` of weights, nor than 256 columns of a `[k, n]`
-    // matrix (a range is a segment of each of its `k` rows there).
+    // All the products' column ranges in one parallel region. `[n, k]` ones are handed out as
+    // the threads ask, at least `MIN_RANGE_BYTES` of whole rows. A `[k, n]` range is a segment
+    // of each of the `k` rows, which streams well only long: one range per thread, a multiple of
+    // 16 wide (a SIMD tile), as before the guided ranges (measured on `[n, k]` products only).
     let ns: Vec<usize> = parts.iter().map(|&(_, n)| n).collect();
-    let min = |p: usize| {
-        let bytes = MIN_RANGE_BYTES / (k * parts[p].0.elem_bytes()).max(1);
-        match layout {
-            Layout::NK => bytes.max(16),
-            Layout::KN => bytes.max(256),
-        }
-    };
-    by_columns(rows, &ns, Schedule::Guided(min), |p, cols| {
+    let run = |p: usize, cols| {
         let (weights, n) = parts[p];
         part(x, weights, [k, n], cols)
-    })
+    };
+    match layout {
+        Layout::NK => {
+            let min = |p: usize| MIN_RANGE_BYTES / (k * parts[p].0.elem_bytes()).max(1);
+            by_columns(rows, &ns, Schedule::Guided(min), run)
+        }
+        Layout::KN => {
+            let width = |p: usize| ns[p].div_ceil(threads).next_multiple_of(16).max(16);
+            by_columns(rows, &ns, Schedule::Fixed(width), run)
+        }
+    }
 }
 
 /// Asserts that `x` is `[rows, k]` with `rows` in `1..=MAX_ROWS` (the decode products' inputs).
@@ -386,9 +392,10 @@ fn by_row_blocks(
 }
 
 /// How [`by_columns`] cuts the products' columns into tasks. The cuts fall on multiples of 16
-/// columns from a product's start (or at its end; the callers' widths are multiples of 16),
-/// where a product's value does not depend on them: a column is computed the same way, bit for
-/// bit, whichever range it falls in (tested), so a product is the same on every run.
+/// columns (SIMD tiles) from a product's start, or at its end (the callers' widths are
+/// multiples of 16). A column's value does not depend on the cuts: every kernel computes a
+/// column the same way, bit for bit, whichever range it falls in (tested), so a product is the
+/// same on every run whichever thread takes which range.
 enum Schedule<F: Fn(usize) -> usize> {
     /// Ranges `width(p)` columns wide, fixed before the region starts, split between the
     /// threads by rayon's halving (prefill's products, a few long gemm tasks).
@@ -453,6 +460,12 @@ fn by_columns<F: Fn(usize) -> usize + Sync>(
         .zip(ns)
         .map(|(mut pieces, &n)| {
             pieces.sort_unstable_by_key(|(cols, _)| cols.start);
+            let mut end = 0;
+            for (cols, _) in &pieces {
+                assert_eq!(cols.start, end, "the ranges cover every column once");
+                end = cols.end;
+            }
+            assert_eq!(end, n, "the ranges cover every column once");
             // Row by row, each range's segment in turn: one write of `y`, without zeroing it.
             let mut y = Vec::with_capacity(rows * n);
             for r in 0..rows {
@@ -461,7 +474,6 @@ fn by_columns<F: Fn(usize) -> usize + Sync>(
                     y.extend_from_slice(&out[r * width..(r + 1) * width]);
                 }
             }
-            assert_eq!(y.len(), rows * n, "the ranges cover every column once");
             y
         })
         .collect()
@@ -2370,13 +2382,15 @@ mod tests {
 
     /// A product's value does not depend on how its columns are cut between tasks: for every
     /// kernel, width, layout and row count, `x·W` over column ranges cut at multiples of 16 (as
-    /// [`Schedule`]'s are), and over `matmul_rows_all`'s ranges handed out on pools of 1-3
-    /// threads, equals the single-range product bit for bit. (With a scalar tail for the
-    /// `width % S` outputs left after the kernel's `S` streams, an output's value depended on
-    /// where its range ended: eight rows take three streams.)
+    /// [`Schedule`]'s are) equals the single-range product bit for bit, and so do two `[n, k]`
+    /// products of one `matmul_rows_all` call on pools of 1-3 threads, whose guided ranges cut
+    /// them in several places (at least `MIN_RANGE_BYTES / (70 · 4)` = 234 columns of 1203 for
+    /// f32, 468 for 16 bits). With a scalar tail for the `width % S` outputs left after the
+    /// kernel's `S` streams, an output's value depended on where its range ended (AVX-512 at
+    /// three, six, seven and eight rows takes three or six streams).
     #[test]
     fn products_do_not_depend_on_the_column_cuts() {
-        let [k, n] = [70, 203];
+        let [k, n] = [70, 1203];
         let x = values(7, MAX_ROWS * k);
         let raw = values(11, k * n);
         let (w16, wb16): (Vec<f16>, Vec<bf16>) = raw
@@ -2433,8 +2447,8 @@ mod tests {
                                 "{name}: cut at {cuts:?}"
                             );
                         }
-                        // `[n, k]` products are split by columns on any pool (a `[k, n]` one
-                        // this narrow by rows of `W`, its partial products summed).
+                        // `[n, k]` products take the guided ranges (`[k, n]` ones take one
+                        // range per thread, or rows of `W` with their partial products summed).
                         if layout == Layout::KN {
                             continue;
                         }
@@ -2476,7 +2490,7 @@ mod tests {
         }
     }
 
-    /// Tiles wider than one accumulator tile and more columns than threads × 16.
+    /// Tiles wider than one accumulator tile, and products cut into many column ranges.
     #[test]
     fn wide_outputs_cover_every_tile() {
         for kernels in Kernels::available() {
