@@ -1307,10 +1307,45 @@ mod simd {
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
         /// The sum of the lanes.
         unsafe fn sum(v: Self) -> f32;
+        /// Lanes `0, 1` of `a` and `b` interleaved in each 128-bit lane (`a0 b0 a1 b1`).
+        unsafe fn unpack_lo(a: Self, b: Self) -> Self;
+        /// Lanes `2, 3` of `a` and `b` interleaved in each 128-bit lane (`a2 b2 a3 b3`).
+        unsafe fn unpack_hi(a: Self, b: Self) -> Self;
+        /// Lanes `0, 1` of `a` then of `b` in each 128-bit lane (`a0 a1 b0 b1`).
+        unsafe fn pairs_lo(a: Self, b: Self) -> Self;
+        /// Lanes `2, 3` of `a` then of `b` in each 128-bit lane (`a2 a3 b2 b3`).
+        unsafe fn pairs_hi(a: Self, b: Self) -> Self;
         /// Transposes the `LANES × LANES` tile `rows` (`LANES` vectors, a slice so that the
         /// trait needs no array length from `LANES`) in place: lane `j` of vector `i` becomes
-        /// lane `i` of vector `j`.
+        /// lane `i` of vector `j`. [`transpose_lane_blocks`], then a move of whole 128-bit
+        /// lanes, the one step that depends on the width.
         unsafe fn transpose(rows: &mut [Self]);
+    }
+
+    /// The first two stages of a tile transpose, the same at every width: the rows
+    /// interleaved in pairs, then in pairs of pairs, which transposes every 4 × 4 block that
+    /// lies within one 128-bit lane of 4 rows. `N` is the tile's rows (`LANES`).
+    ///
+    /// # Safety
+    /// The CPU has `V`'s set; `r.len() == N`, a multiple of 4.
+    #[inline(always)]
+    unsafe fn transpose_lane_blocks<V: Vector, const N: usize>(r: &[V]) -> [V; N] {
+        // SAFETY: register operations only, under the caller's instruction set.
+        unsafe {
+            let mut t = [V::zero(); N];
+            for i in (0..N).step_by(2) {
+                t[i] = V::unpack_lo(r[i], r[i + 1]);
+                t[i + 1] = V::unpack_hi(r[i], r[i + 1]);
+            }
+            let mut u = [V::zero(); N];
+            for q in (0..N).step_by(4) {
+                u[q] = V::pairs_lo(t[q], t[q + 2]);
+                u[q + 1] = V::pairs_hi(t[q], t[q + 2]);
+                u[q + 2] = V::pairs_lo(t[q + 1], t[q + 3]);
+                u[q + 3] = V::pairs_hi(t[q + 1], t[q + 3]);
+            }
+            u
+        }
     }
 
     /// `LANES` consecutive weights widened to a vector of f32 (exactly).
@@ -1353,27 +1388,27 @@ mod simd {
             }
         }
         #[inline(always)]
+        unsafe fn unpack_lo(a: Self, b: Self) -> Self {
+            unsafe { _mm256_unpacklo_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn unpack_hi(a: Self, b: Self) -> Self {
+            unsafe { _mm256_unpackhi_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn pairs_lo(a: Self, b: Self) -> Self {
+            unsafe { _mm256_shuffle_ps::<0x44>(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn pairs_hi(a: Self, b: Self) -> Self {
+            unsafe { _mm256_shuffle_ps::<0xEE>(a, b) }
+        }
+        #[inline(always)]
         unsafe fn transpose(r: &mut [Self]) {
             assert_eq!(r.len(), 8, "an 8 × 8 tile");
-            // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves.
+            // The 4 × 4 blocks in each 128-bit half, then the halves.
             unsafe {
-                let t: [Self; 8] = std::array::from_fn(|i| {
-                    let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                    if i % 2 == 0 {
-                        _mm256_unpacklo_ps(a, b)
-                    } else {
-                        _mm256_unpackhi_ps(a, b)
-                    }
-                });
-                let u: [Self; 8] = std::array::from_fn(|i| {
-                    let (q, j) = (i / 4 * 4, i % 4);
-                    let (a, b) = (t[q + j / 2], t[q + 2 + j / 2]);
-                    if j % 2 == 0 {
-                        _mm256_shuffle_ps::<0x44>(a, b)
-                    } else {
-                        _mm256_shuffle_ps::<0xEE>(a, b)
-                    }
-                });
+                let u: [Self; 8] = transpose_lane_blocks(r);
                 for i in 0..4 {
                     r[i] = _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]);
                     r[i + 4] = _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]);
@@ -1411,27 +1446,27 @@ mod simd {
             unsafe { _mm512_reduce_add_ps(v) }
         }
         #[inline(always)]
+        unsafe fn unpack_lo(a: Self, b: Self) -> Self {
+            unsafe { _mm512_unpacklo_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn unpack_hi(a: Self, b: Self) -> Self {
+            unsafe { _mm512_unpackhi_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn pairs_lo(a: Self, b: Self) -> Self {
+            unsafe { _mm512_shuffle_ps::<0x44>(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn pairs_hi(a: Self, b: Self) -> Self {
+            unsafe { _mm512_shuffle_ps::<0xEE>(a, b) }
+        }
+        #[inline(always)]
         unsafe fn transpose(r: &mut [Self]) {
             assert_eq!(r.len(), 16, "a 16 × 16 tile");
-            // Pairs of rows interleaved, then pairs of pairs, then 128-bit lanes twice.
+            // The 4 × 4 blocks in each 128-bit lane, then the lanes, twice.
             unsafe {
-                let t: [Self; 16] = std::array::from_fn(|i| {
-                    let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                    if i % 2 == 0 {
-                        _mm512_unpacklo_ps(a, b)
-                    } else {
-                        _mm512_unpackhi_ps(a, b)
-                    }
-                });
-                let u: [Self; 16] = std::array::from_fn(|i| {
-                    let (q, j) = (i / 4 * 4, i % 4);
-                    let (a, b) = (t[q + j / 2], t[q + 2 + j / 2]);
-                    if j % 2 == 0 {
-                        _mm512_shuffle_ps::<0x44>(a, b)
-                    } else {
-                        _mm512_shuffle_ps::<0xEE>(a, b)
-                    }
-                });
+                let u: [Self; 16] = transpose_lane_blocks(r);
                 let mut v = [_mm512_setzero_ps(); 16];
                 for j in 0..4 {
                     v[j] = _mm512_shuffle_f32x4::<0x88>(u[j], u[j + 4]);
