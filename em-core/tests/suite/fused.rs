@@ -109,11 +109,26 @@ fn exp_is_within_one_ulp() {
     for bits in ((-0f32).to_bits()..=(-87f32).to_bits()).step_by(61) {
         check(f32::from_bits(bits));
     }
+    // Every argument near both ends, where `2ⁿ` reaches the f32 exponent's limits.
+    for bits in 86.5f32.to_bits()..=88.722_83f32.to_bits() {
+        check(f32::from_bits(bits));
+    }
+    for bits in (-85.5f32).to_bits()..=(-87f32).to_bits() {
+        check(f32::from_bits(bits));
+    }
     assert!(worst.0 <= 1.0, "{} ulp at x = {:e}", worst.0, worst.1);
     let at = |x: f32| rows::exp(x);
     assert_eq!(at(0.0), 1.0);
     assert!(at(88.72).is_finite() && at(88.72) > 3.3e38);
+    let largest_finite = 88.722_83f32;
+    assert!(at(largest_finite).is_finite());
+    assert_eq!(
+        at(f32::from_bits(largest_finite.to_bits() + 1)),
+        f32::INFINITY
+    );
     assert_eq!(at(88.73), f32::INFINITY);
+    assert_eq!(at(89.5), f32::INFINITY);
+    assert_eq!(at(f32::MAX), f32::INFINITY);
     assert_eq!(at(f32::INFINITY), f32::INFINITY);
     assert_eq!(at(-87.01), 0.0);
     assert_eq!(at(f32::MIN), 0.0);
