@@ -536,6 +536,40 @@ impl HostRows {
         match self.never {}
     }
 
+    /// All rows, writable in place, when nothing else references the tensor's storage (the
+    /// tensor they came from was dropped, and no clone of it lives); `None` while another
+    /// tensor shares it. With [`HostRows::into_tensor`], how a row computation writes its
+    /// result over its input instead of into a new buffer.
+    pub fn values_mut(&mut self) -> Option<&mut [f32]> {
+        #[cfg(feature = "flex")]
+        {
+            let (start, end) = self
+                .tensor
+                .layout()
+                .contiguous_offsets()
+                .unwrap_or_else(|| unreachable!("checked by `host_rows`"));
+            self.tensor
+                .try_storage_mut::<f32>()
+                .map(|storage| &mut storage[start..end])
+        }
+        #[cfg(not(feature = "flex"))]
+        match self.never {}
+    }
+
+    /// The rows as an f32 tensor on `device` (flex) again: without a copy when nothing else
+    /// references a storage that holds exactly these values.
+    pub fn into_tensor(self, device: &Device) -> Tensor<2> {
+        #[cfg(feature = "flex")]
+        {
+            Tensor::from_data(self.tensor.into_data(), (device, DType::F32))
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = device;
+            match self.never {}
+        }
+    }
+
     /// The number of rows (the tensor's first dimension).
     pub fn rows(&self) -> usize {
         self.dims()[0]

@@ -18,7 +18,9 @@
 //! sums. `p0` is computed once, in the first step's pass, and read back in the later ones
 //! (which then never read `z0`). Both passes run at the CPU's widest SIMD width
 //! ([`em_core::fused::rows::vectorized`]), and Adam's moments and `p0` live in buffers reused
-//! across calls. The arithmetic is the same f32 arithmetic in the same order but for three
+//! across calls. The steps update the logits' own storage when nothing else references it
+//! (the generator hands them over, [`crate::LogitsProcessor::reports_input_entropy`]) and a
+//! copy otherwise. The arithmetic is the same f32 arithmetic in the same order but for three
 //! things: the softmax's sums (f64 there; the entropy follows from them,
 //! [`Moments::written_entropy`]), its `exp` (em-core's vectorized one, at most an ulp from
 //! libm's; see [`em_core::fused`]), and Adam's `√v / c₂` (here `√v · (1/c₂)`, one rounding
@@ -34,7 +36,7 @@
 //!
 //! Tests compare both paths with each other and with the f64 reference.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use em_core::fused::{HostRows, host_rows, rows, rows::CHUNK, tensor_from_rows};
 use rayon::prelude::*;
 
@@ -143,9 +145,13 @@ pub(crate) fn em_inf_reporting(
     config.validate()?;
     let z0 = compute_rows(logits)?;
     if let Some(rows) = host_rows(&z0) {
+        let device = z0.device();
+        // `rows` holds the storage too: when the caller handed its only reference over, the
+        // steps now run in place (see `em_inf_host`).
+        drop(z0);
         // Eight parallel regions per call at 3 steps: from a thread outside rayon's pool each
         // would wake the workers again (see `with_pool_awake`).
-        return em_core::fused::with_pool_awake(|| em_inf_host(&z0, &rows, config, step))
+        return em_core::fused::with_pool_awake(|| em_inf_host(rows, &device, config, step))
             .map(|(out, entropy)| (out, Some(entropy)));
     }
     let batch = z0.dims()[0];
@@ -212,13 +218,28 @@ pub(crate) fn em_inf_reporting(
     ))
 }
 
+/// Whether [`em_inf_reporting`] reports the entropy of `logits` whenever it succeeds: plain
+/// f32 logits on flex with a vocabulary, which it neither converts nor copies before
+/// [`host_rows`] takes them, so they take the host path. (16-bit logits take it too, after a
+/// widening copy; `false` keeps the caller's clone for them, which costs nothing more.)
+pub(crate) fn reports_input_entropy(logits: &Tensor<2>) -> bool {
+    logits.dtype() == burn::tensor::DType::F32
+        && logits.dims()[1] > 0
+        && host_rows(logits).is_some()
+}
+
 /// [`em_inf`] on the host rows of plain f32 flex logits `z0` (see the module docs); every row
 /// runs on its own. The `(1 − β)` factors, ε, λ and the step size are rounded to f32 as burn's
 /// scalar operands are. Also returns each row's [`em_core::entropy()`] (see
 /// [`em_inf_reporting`]).
+///
+/// The steps update `z0`'s own storage when nothing else references it (a caller that handed
+/// its logits over, as the generator does for a processor that reports the input's entropy,
+/// [`crate::LogitsProcessor::reports_input_entropy`]), and a copy otherwise: the copy was 0.2
+/// ms of a batch-8 call. The result is the same either way (tested).
 fn em_inf_host(
-    tensor: &Tensor<2>,
-    z0: &HostRows,
+    mut z0: HostRows,
+    device: &Device,
     config: &EmInfConfig,
     step: usize,
 ) -> Result<(EmInfOutput, Vec<f64>)> {
@@ -241,7 +262,7 @@ fn em_inf_host(
         .collect();
     if config.n_grad_steps == 0 {
         let out = EmInfOutput {
-            logits: tensor.clone(),
+            logits: z0.into_tensor(device),
             steps: vec![0; batch],
             initial_entropy,
         };
@@ -249,13 +270,25 @@ fn em_inf_host(
     }
     // Every row has its moments (a row without them has a NaN entropy, rejected above).
     let initial: Vec<rows::Moments> = initial.into_iter().flatten().collect();
-    // The copy that becomes the output, on every thread (a lone `to_vec` was 4% at batch 8).
-    let mut z: Vec<f32> = z0.values().par_iter().copied().collect();
-    let runs: Vec<RowRun> = z
-        .par_chunks_mut(width)
-        .zip(initial.par_iter())
-        .map(|(z, &initial)| em_inf_row(z, initial, config))
-        .collect();
+    let run_rows = |z: &mut [f32]| -> Vec<RowRun> {
+        z.par_chunks_mut(width)
+            .zip(initial.par_iter())
+            .map(|(z, &initial)| em_inf_row(z, initial, config))
+            .collect()
+    };
+    let (logits, runs) = match z0.values_mut() {
+        Some(z) => {
+            let runs = run_rows(z);
+            (z0.into_tensor(device), runs)
+        }
+        None => {
+            // The copy that becomes the output, on every thread (a lone `to_vec` was 4% at
+            // batch 8).
+            let mut z: Vec<f32> = z0.values().par_iter().copied().collect();
+            let runs = run_rows(&mut z);
+            (tensor_from_rows(z, [batch, width], device), runs)
+        }
+    };
     // The earliest step at which a row turned non-finite, the first such row: the error the
     // burn-op loop reports (it checks every row after every step).
     if let Some((row, _)) = runs
@@ -267,7 +300,7 @@ fn em_inf_host(
         return Err(InferError::NonFiniteLogits { step, row });
     }
     let out = EmInfOutput {
-        logits: tensor_from_rows(z, [batch, width], &tensor.device()),
+        logits,
         steps: runs.iter().map(|run| run.steps).collect(),
         initial_entropy,
     };

@@ -54,10 +54,10 @@ pub trait LogitsProcessor {
     fn process(&mut self, logits: Tensor<2>, ctx: &StepContext<'_>) -> Result<Tensor<2>>;
 
     /// [`Self::process`], also handing back the entropy of the logits it was given when it
-    /// computed that on the way ([`Processed::input_entropy`]). The generator calls only this
-    /// method: it reports the model's entropy at every step and takes it from here rather
-    /// than making another pass over the vocabulary (0.5 ms of a decode step at 8 rows of
-    /// Qwen2.5's vocabulary on flex). An override must return the logits [`Self::process`]
+    /// computed that on the way ([`Processed::input_entropy`]). The generator calls this
+    /// method (after [`Self::reports_input_entropy`]), never [`Self::process`]: it reports the
+    /// model's entropy at every step and takes it from here rather than making another pass
+    /// over the vocabulary (0.5 ms of a decode step at 8 rows of Qwen2.5's vocabulary on flex). An override must return the logits [`Self::process`]
     /// returns. The default processes and reports nothing; EM-INF (on its host path: flex,
     /// f32/f16/bf16 logits), adaptive temperature and a chain whose first processor reports
     /// override it.
@@ -69,6 +69,18 @@ pub trait LogitsProcessor {
             logits: self.process(logits, ctx)?,
             input_entropy: None,
         })
+    }
+
+    /// Whether [`Self::process_step`] reports the entropy of these `logits`
+    /// ([`Processed::input_entropy`]) whenever it succeeds. The generator then hands its logits
+    /// over without keeping a clone for the model's entropy, so the processor may update their
+    /// storage in place (EM-INF's host path does: it saves a copy of `[batch, vocab]` per step).
+    /// A processor that answers `true` and then reports nothing fails the step with
+    /// [`crate::InferError::Processor`]. The default answers `false`; EM-INF answers `true` for
+    /// plain f32 logits on flex, and a chain gives its first processor's answer.
+    fn reports_input_entropy(&self, logits: &Tensor<2>) -> bool {
+        let _ = logits;
+        false
     }
 
     /// A short name for logs and reports.
@@ -163,6 +175,13 @@ impl LogitsProcessor for ProcessorChain<'_> {
         Ok(out)
     }
 
+    /// The first processor's answer (`false` for an empty chain).
+    fn reports_input_entropy(&self, logits: &Tensor<2>) -> bool {
+        self.processors
+            .first()
+            .is_some_and(|first| first.reports_input_entropy(logits))
+    }
+
     fn name(&self) -> &str {
         "chain"
     }
@@ -223,6 +242,13 @@ impl LogitsProcessor for EmInfProcessor {
             logits: out.logits,
             input_entropy,
         })
+    }
+
+    /// `true` for plain f32 logits on flex, which take the host path (the logits' storage is
+    /// then updated in place when the caller handed it over); `false` for the rest, where the
+    /// path may not report.
+    fn reports_input_entropy(&self, logits: &Tensor<2>) -> bool {
+        crate::em_inf::reports_input_entropy(logits)
     }
 
     fn name(&self) -> &str {

@@ -498,3 +498,54 @@ fn host_path_matches_the_burn_op_loop() {
         assert!(host_path.steps.contains(&0) && host_path.steps.contains(&config.n_grad_steps));
     }
 }
+
+/// Logits handed over (no other reference) are updated in place on the host path; the result
+/// is bit for bit the one computed in a copy while the caller keeps its logits, which stay
+/// untouched.
+#[cfg(feature = "flex")]
+#[test]
+fn handed_over_logits_give_the_result_of_kept_ones() {
+    let device = Device::flex();
+    let (rows, vocab) = (3, 5000);
+    let mut state = 7u64;
+    let values: Vec<f32> = (0..rows * vocab)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        })
+        .collect();
+    let fresh = || Tensor::<2>::from_data(TensorData::new(values.clone(), [rows, vocab]), &device);
+    for config in [
+        EmInfConfig {
+            threshold: 0.0,
+            ..EmInfConfig::default()
+        },
+        EmInfConfig {
+            n_grad_steps: 0,
+            ..EmInfConfig::default()
+        },
+    ] {
+        let kept = fresh();
+        let copied = em_inf(kept.clone(), &config, 0).unwrap();
+        let handed_over = em_inf(fresh(), &config, 0).unwrap();
+        assert_eq!(copied.steps, handed_over.steps);
+        let (a, b) = (host(copied.logits), host(handed_over.logits));
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{config:?}"
+        );
+        let untouched = host(kept);
+        assert!(
+            untouched
+                .iter()
+                .zip(&values)
+                .all(|(x, y)| *x == f64::from(*y)),
+            "{config:?}: the kept logits changed"
+        );
+        if config.n_grad_steps > 0 {
+            assert_ne!(a, untouched, "{config:?}: the steps changed nothing");
+        }
+    }
+}

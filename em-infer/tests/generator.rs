@@ -278,6 +278,8 @@ fn em_inf_keeps_greedy_tokens_and_lowers_entropy() {
 struct Reporting {
     value: f64,
     extra: usize,
+    /// What it answers to `reports_input_entropy`.
+    claims: bool,
 }
 
 impl LogitsProcessor for Reporting {
@@ -296,6 +298,10 @@ impl LogitsProcessor for Reporting {
             input_entropy: Some(vec![self.value; rows]),
         })
     }
+
+    fn reports_input_entropy(&self, _: &Tensor<2>) -> bool {
+        self.claims
+    }
 }
 
 /// The generator's model entropy is a processor's report when it has one value per row (a
@@ -308,26 +314,45 @@ fn model_entropy_comes_from_a_processor_that_reports_it() {
         let generator = Generator::new(&model, &tok);
         let config = greedy(6);
         let plain = run(&generator, &prompts(), &config);
-        let mut marker = Reporting {
-            value: 42.0,
-            extra: 0,
-        };
-        let reported = generator
-            .generate(&prompts(), &config, &mut marker, |_| {})
-            .unwrap();
-        let mut wrong = Reporting {
+        // Claiming the report (the logits handed over) or not, the same results.
+        for claims in [false, true] {
+            let mut marker = Reporting {
+                value: 42.0,
+                extra: 0,
+                claims,
+            };
+            let reported = generator
+                .generate(&prompts(), &config, &mut marker, |_| {})
+                .unwrap();
+            let mut wrong = Reporting {
+                value: 42.0,
+                extra: 1,
+                claims: false,
+            };
+            let ignored = generator
+                .generate(&prompts(), &config, &mut wrong, |_| {})
+                .unwrap();
+            for ((p, r), i) in plain.iter().zip(&reported).zip(&ignored) {
+                assert_eq!(p.tokens, r.tokens, "{name}");
+                assert!(r.model_entropies.iter().all(|h| *h == 42.0), "{name}");
+                assert_eq!(r.entropies, p.entropies, "{name}: the draw's own entropy");
+                assert_eq!(i.model_entropies, p.model_entropies, "{name}");
+            }
+        }
+        // A processor that claims the report and then reports the wrong number of rows has
+        // taken the model's logits: a typed error, not another tensor's entropy.
+        let mut broken = Reporting {
             value: 42.0,
             extra: 1,
+            claims: true,
         };
-        let ignored = generator
-            .generate(&prompts(), &config, &mut wrong, |_| {})
-            .unwrap();
-        for ((p, r), i) in plain.iter().zip(&reported).zip(&ignored) {
-            assert_eq!(p.tokens, r.tokens, "{name}");
-            assert!(r.model_entropies.iter().all(|h| *h == 42.0), "{name}");
-            assert_eq!(r.entropies, p.entropies, "{name}: the draw's own entropy");
-            assert_eq!(i.model_entropies, p.model_entropies, "{name}");
-        }
+        let err = generator
+            .generate(&prompts(), &config, &mut broken, |_| {})
+            .unwrap_err();
+        assert!(
+            matches!(&err, InferError::Processor { step: 0, message, .. } if message.contains("reports the entropy")),
+            "{name}: {err}"
+        );
     }
 }
 

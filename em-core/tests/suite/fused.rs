@@ -285,3 +285,24 @@ fn moments_give_the_written_softmax_entropy() {
         }
     }
 }
+
+/// `HostRows::values_mut` lends the storage only while nothing else references it (no live
+/// clone of the tensor), and `into_tensor` gives back what was written there.
+#[test]
+fn host_rows_are_writable_only_when_unshared() {
+    use em_core::fused::host_rows;
+    let device = Device::flex();
+    let values = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let t = tensor2(&values, [2, 3], &device);
+    let kept = t.clone();
+    let mut shared = host_rows(&t).expect("plain f32 on flex");
+    drop(t);
+    assert!(shared.values_mut().is_none(), "`kept` still references it");
+    drop(shared);
+    let mut owned = host_rows(&kept).expect("plain f32 on flex");
+    drop(kept);
+    owned.values_mut().expect("the only reference")[4] = -7.5;
+    let back = owned.into_tensor(&device);
+    let got: Vec<f32> = back.into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(got, [1.0, 2.0, 3.0, 4.0, -7.5, 6.0]);
+}
