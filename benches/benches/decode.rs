@@ -96,10 +96,14 @@ fn bench_decode(
                             .unwrap()
                             .reshape([batch, vocab]);
                         let ctx = StepContext::new(0, &rows, &histories);
-                        let out = processor.process_step(logits.clone(), &ctx).unwrap();
-                        // The generator's draw: the model's entropy unless a processor handed
-                        // it over, and the one read-back.
-                        sampler.draw_step(logits, out).unwrap()
+                        // As the generator: the logits handed over to a processor that will
+                        // report their entropy (EM-INF then updates them in place), kept
+                        // otherwise for the draw's own entropy pass; then the one read-back.
+                        let kept =
+                            (!processor.reports_input_entropy(&logits)).then(|| logits.clone());
+                        let out = processor.process_step(logits, &ctx).unwrap();
+                        let model_logits = kept.unwrap_or_else(|| out.logits.clone());
+                        sampler.draw_step(model_logits, out).unwrap()
                     })
                 },
             );

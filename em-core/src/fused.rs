@@ -276,8 +276,10 @@ pub mod rows {
     /// products and sums, and as accurate (largest error 0.976 ulp either way over every 3rd
     /// bit pattern); the exponent-bits sum gives the value of the two
     /// power-of-two products it replaced for all 2³² arguments (both checked 2026-12-07).
-    /// Without FMA instructions (a build without the `flex` feature, or a CPU without them)
-    /// `mul_add` is libm's `fmaf`: the same value, slower.
+    /// Outside [`vectorized`] (a build for baseline x86-64 has no FMA instructions), in a
+    /// build without the `flex` feature, or on a CPU without them, `mul_add` is a call to
+    /// libm's `fmaf` (`fma` for [`accumulate`]'s f64 sums): the same value, several times
+    /// slower; the row loops run inside [`vectorized`].
     #[inline(always)]
     pub fn exp(x: f32) -> f32 {
         // 1.5·2²³: adding it rounds `x·log₂e` to an integer held in the low mantissa bits.
@@ -556,18 +558,14 @@ impl HostRows {
         match self.never {}
     }
 
-    /// The rows as an f32 tensor on `device` (flex) again: without a copy when nothing else
-    /// references a storage that holds exactly these values.
-    pub fn into_tensor(self, device: &Device) -> Tensor<2> {
+    /// The rows as the flex tensor they were taken from (the same storage and view, no copy).
+    pub fn into_tensor(self) -> Tensor<2> {
         #[cfg(feature = "flex")]
         {
-            Tensor::from_data(self.tensor.into_data(), (device, DType::F32))
+            Tensor::from_primitive::<burn_flex::Flex>(self.tensor)
         }
         #[cfg(not(feature = "flex"))]
-        {
-            let _ = device;
-            match self.never {}
-        }
+        match self.never {}
     }
 
     /// The number of rows (the tensor's first dimension).

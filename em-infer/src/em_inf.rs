@@ -262,7 +262,7 @@ fn em_inf_host(
         .collect();
     if config.n_grad_steps == 0 {
         let out = EmInfOutput {
-            logits: z0.into_tensor(device),
+            logits: z0.into_tensor(),
             steps: vec![0; batch],
             initial_entropy,
         };
@@ -279,7 +279,7 @@ fn em_inf_host(
     let (logits, runs) = match z0.values_mut() {
         Some(z) => {
             let runs = run_rows(z);
-            (z0.into_tensor(device), runs)
+            (z0.into_tensor(), runs)
         }
         None => {
             // The copy that becomes the output, on every thread (a lone `to_vec` was 4% at

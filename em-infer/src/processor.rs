@@ -57,10 +57,10 @@ pub trait LogitsProcessor {
     /// computed that on the way ([`Processed::input_entropy`]). The generator calls this
     /// method (after [`Self::reports_input_entropy`]), never [`Self::process`]: it reports the
     /// model's entropy at every step and takes it from here rather than making another pass
-    /// over the vocabulary (0.5 ms of a decode step at 8 rows of Qwen2.5's vocabulary on flex). An override must return the logits [`Self::process`]
-    /// returns. The default processes and reports nothing; EM-INF (on its host path: flex,
-    /// f32/f16/bf16 logits), adaptive temperature and a chain whose first processor reports
-    /// override it.
+    /// over the vocabulary (0.5 ms of a decode step at 8 rows of Qwen2.5's vocabulary on flex).
+    /// An override must return the logits [`Self::process`] returns. The default processes and
+    /// reports nothing; EM-INF (on its host path: flex, f32/f16/bf16 logits), adaptive
+    /// temperature and a chain whose first processor reports override it.
     ///
     /// # Errors
     /// As [`Self::process`].
@@ -97,8 +97,10 @@ pub struct Processed {
     /// Each row's entropy of the logits the processor was given, exactly the values
     /// [`em_core::entropy()`] returns for them (read as f64), when the processor computed them
     /// anyway; `None` otherwise. A processor that reports anything else here makes the
-    /// generator report wrong model entropies; a report with another number of rows than the
-    /// logits is ignored (the generator computes the entropy itself).
+    /// generator report wrong model entropies. A report with another number of rows than the
+    /// logits is ignored (the generator computes the entropy itself) when the processor did
+    /// not claim it ([`LogitsProcessor::reports_input_entropy`]), and fails the step with
+    /// [`crate::InferError::Processor`] when it did (the logits are gone then).
     pub input_entropy: Option<Vec<f64>>,
 }
 

@@ -558,7 +558,9 @@ impl Sampler {
     /// the processed logits, [`Self::observe`] of its tokens, and one read-back with the entropy
     /// of the model's own logits `model_logits` beside it ([`DrawnRow::extra`]): taken from the
     /// processors when they report one value per row ([`LogitsProcessor::process_step`]),
-    /// computed here otherwise. On the CPU (plain f32 flex logits) its few parallel passes over
+    /// computed here otherwise. When the processors report it, `model_logits` is read only for
+    /// its row count and backend (the generator then passes the processed logits, having
+    /// handed the model's over). On the CPU (plain f32 flex logits) its few parallel passes over
     /// the vocabulary (the model's entropy unless reported, the softmax, the kept entropy) run
     /// on one of rayon's workers with the others polling
     /// ([`em_core::fused::with_pool_awake`]): from the caller's thread each pass would wake the

@@ -529,7 +529,23 @@ fn handed_over_logits_give_the_result_of_kept_ones() {
     ] {
         let kept = fresh();
         let copied = em_inf(kept.clone(), &config, 0).unwrap();
-        let handed_over = em_inf(fresh(), &config, 0).unwrap();
+        let given = fresh();
+        let storage = |t: &Tensor<2>| {
+            em_core::fused::host_rows(t)
+                .expect("plain f32 on flex")
+                .values()
+                .as_ptr() as usize
+        };
+        let given_at = storage(&given);
+        let handed_over = em_inf(given, &config, 0).unwrap();
+        assert_eq!(
+            storage(&handed_over.logits),
+            given_at,
+            "{config:?}: the output is not the given storage (a copy was made)"
+        );
+        // Kept logits: a copy updated, or with no step the logits themselves (no copy).
+        let copied_from_kept = storage(&copied.logits) == storage(&kept);
+        assert_eq!(copied_from_kept, config.n_grad_steps == 0, "{config:?}");
         assert_eq!(copied.steps, handed_over.steps);
         let (a, b) = (host(copied.logits), host(handed_over.logits));
         assert!(

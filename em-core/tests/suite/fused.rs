@@ -302,7 +302,7 @@ fn host_rows_are_writable_only_when_unshared() {
     let mut owned = host_rows(&kept).expect("plain f32 on flex");
     drop(kept);
     owned.values_mut().expect("the only reference")[4] = -7.5;
-    let back = owned.into_tensor(&device);
+    let back = owned.into_tensor();
     let got: Vec<f32> = back.into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(got, [1.0, 2.0, 3.0, 4.0, -7.5, 6.0]);
 }
