@@ -527,15 +527,21 @@ impl HostRows {
     pub fn values(&self) -> &[f32] {
         #[cfg(feature = "flex")]
         {
-            let (start, end) = self
-                .tensor
-                .layout()
-                .contiguous_offsets()
-                .unwrap_or_else(|| unreachable!("checked by `host_rows`"));
-            &self.tensor.storage::<f32>()[start..end]
+            &self.tensor.storage::<f32>()[self.span()]
         }
         #[cfg(not(feature = "flex"))]
         match self.never {}
+    }
+
+    /// Where the rows lie in the tensor's storage (contiguous: checked by [`host_rows`]).
+    #[cfg(feature = "flex")]
+    fn span(&self) -> std::ops::Range<usize> {
+        let (start, end) = self
+            .tensor
+            .layout()
+            .contiguous_offsets()
+            .unwrap_or_else(|| unreachable!("checked by `host_rows`"));
+        start..end
     }
 
     /// All rows, writable in place, when nothing else references the tensor's storage (the
@@ -545,14 +551,10 @@ impl HostRows {
     pub fn values_mut(&mut self) -> Option<&mut [f32]> {
         #[cfg(feature = "flex")]
         {
-            let (start, end) = self
-                .tensor
-                .layout()
-                .contiguous_offsets()
-                .unwrap_or_else(|| unreachable!("checked by `host_rows`"));
+            let span = self.span();
             self.tensor
                 .try_storage_mut::<f32>()
-                .map(|storage| &mut storage[start..end])
+                .map(|storage| &mut storage[span])
         }
         #[cfg(not(feature = "flex"))]
         match self.never {}
