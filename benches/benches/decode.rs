@@ -20,7 +20,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use em_infer::{
     AdaptiveTemperatureProcessor, EmInfConfig, EmInfProcessor, LogitsProcessor, ProcessorChain,
-    Sampler, Sampling, StepContext,
+    Sampler, Sampling, StepContext, process_for_draw,
 };
 use em_models::{CausalLm, Logits, Qwen2ForCausalLM};
 
@@ -96,13 +96,10 @@ fn bench_decode(
                             .unwrap()
                             .reshape([batch, vocab]);
                         let ctx = StepContext::new(0, &rows, &histories);
-                        // As the generator: the logits handed over to a processor that will
-                        // report their entropy (EM-INF then updates them in place), kept
-                        // otherwise for the draw's own entropy pass; then the one read-back.
-                        let kept =
-                            (!processor.reports_input_entropy(&logits)).then(|| logits.clone());
-                        let out = processor.process_step(logits, &ctx).unwrap();
-                        let model_logits = kept.unwrap_or_else(|| out.logits.clone());
+                        // As the generator: the processors (the logits handed over to one
+                        // that reports their entropy), then the draw and its one read-back.
+                        let (out, model_logits) =
+                            process_for_draw(processor.as_mut(), logits, &ctx).unwrap();
                         sampler.draw_step(model_logits, out).unwrap()
                     })
                 },

@@ -14,7 +14,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use em_models::{CausalLm, KvCache, Logits, Tokenizer};
 
 use crate::error::{InferError, Result};
-use crate::processor::{LogitsProcessor, StepContext};
+use crate::processor::{LogitsProcessor, StepContext, process_for_draw};
 use crate::sampling::{Sampler, Sampling};
 pub use crate::stream::{Generation, StopReason, TokenEvent};
 use crate::stream::{RowState, StopStrings};
@@ -232,39 +232,14 @@ impl<'m, M: CausalLm + ?Sized> Generator<'m, M> {
                 .collect();
             let ctx = StepContext::new(step, &state.active, &histories);
             let active = &state.active;
-            // The model's logits are kept only for their entropy, when the processor will not
-            // report it; otherwise they are handed over (EM-INF then updates them in place).
-            let kept = (!processor.reports_input_entropy(&z)).then(|| z.clone());
-            let processed = processor.process_step(z, &ctx).map_err(|e| match e {
-                InferError::NonFiniteLogits { step, row } => InferError::NonFiniteLogits {
-                    step,
-                    row: active.get(row).copied().unwrap_or(row),
-                },
-                other => other,
-            })?;
-            let model_logits = match kept {
-                Some(z) => z,
-                // `draw_step` reads only their shape and backend then, the processed
-                // logits' own.
-                None if processed
-                    .input_entropy
-                    .as_ref()
-                    .is_some_and(|h| h.len() == n) =>
-                {
-                    processed.logits.clone()
-                }
-                None => {
-                    return Err(InferError::Processor {
-                        name: processor.name().to_string(),
+            let (processed, model_logits) =
+                process_for_draw(processor, z, &ctx).map_err(|e| match e {
+                    InferError::NonFiniteLogits { step, row } => InferError::NonFiniteLogits {
                         step,
-                        message: format!(
-                            "said it reports the entropy of its {n} input rows, reported {:?} \
-                             values",
-                            processed.input_entropy.as_ref().map(Vec::len)
-                        ),
-                    });
-                }
-            };
+                        row: active.get(row).copied().unwrap_or(row),
+                    },
+                    other => other,
+                })?;
             let drawn = state.sampler.draw_step(model_logits, processed)?;
             let mut still = Vec::with_capacity(n);
             for (i, (&r, d)) in state.active.iter().zip(&drawn).enumerate() {

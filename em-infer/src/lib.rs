@@ -66,7 +66,7 @@ pub use error::{InferError, Result};
 pub use generator::{GenerateConfig, Generator};
 pub use processor::{
     AdaptiveTemperatureProcessor, EmInfProcessor, LogitsProcessor, Processed, ProcessorChain,
-    ProcessorStats, StepContext,
+    ProcessorStats, StepContext, process_for_draw,
 };
 pub use sampling::{Draw, DrawnRow, Sampled, Sampler, Sampling};
 pub use strategies::{RefinementRound, SelfConsistency, refine, self_consistency};

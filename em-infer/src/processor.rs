@@ -76,8 +76,9 @@ pub trait LogitsProcessor {
     /// over without keeping a clone for the model's entropy, so the processor may update their
     /// storage in place (EM-INF's host path does: it saves a copy of `[batch, vocab]` per step).
     /// A processor that answers `true` and then reports nothing fails the step with
-    /// [`crate::InferError::Processor`]. The default answers `false`; EM-INF answers `true` for
-    /// plain f32 logits on flex, and a chain gives its first processor's answer.
+    /// [`crate::InferError::Processor`] ([`process_for_draw`], the generator's way). The
+    /// default answers `false`; EM-INF answers `true` for plain f32 logits on flex, and a chain
+    /// gives its first processor's answer.
     fn reports_input_entropy(&self, logits: &Tensor<2>) -> bool {
         let _ = logits;
         false
@@ -102,6 +103,47 @@ pub struct Processed {
     /// not claim it ([`LogitsProcessor::reports_input_entropy`]), and fails the step with
     /// [`crate::InferError::Processor`] when it did (the logits are gone then).
     pub input_entropy: Option<Vec<f64>>,
+}
+
+/// One step's processing as the generator does it, returning [`crate::Sampler::draw_step`]'s
+/// two arguments: the processed logits and the model's logits for their entropy. When
+/// `processor` [reports the input's entropy](LogitsProcessor::reports_input_entropy) the
+/// logits are handed over without a clone (EM-INF then updates them in place) and the
+/// processed logits stand in for the model's (`draw_step` reads only their shape and backend
+/// then); otherwise a clone is kept for `draw_step`'s own entropy pass.
+///
+/// # Errors
+/// `processor`'s own; [`crate::InferError::Processor`] when it claimed the report and did not
+/// make it with one value per row (the model's logits are gone then).
+pub fn process_for_draw<P: LogitsProcessor + ?Sized>(
+    processor: &mut P,
+    logits: Tensor<2>,
+    ctx: &StepContext<'_>,
+) -> Result<(Processed, Tensor<2>)> {
+    let rows = logits.dims()[0];
+    let kept = (!processor.reports_input_entropy(&logits)).then(|| logits.clone());
+    let processed = processor.process_step(logits, ctx)?;
+    let model_logits = match kept {
+        Some(logits) => logits,
+        None if processed
+            .input_entropy
+            .as_ref()
+            .is_some_and(|h| h.len() == rows) =>
+        {
+            processed.logits.clone()
+        }
+        None => {
+            return Err(crate::InferError::Processor {
+                name: processor.name().to_string(),
+                step: ctx.step,
+                message: format!(
+                    "said it reports the entropy of its {rows} input rows, reported {:?} values",
+                    processed.input_entropy.as_ref().map(Vec::len)
+                ),
+            });
+        }
+    };
+    Ok((processed, model_logits))
 }
 
 impl<F> LogitsProcessor for F
