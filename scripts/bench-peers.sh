@@ -10,8 +10,10 @@
 # checkpoint with scripts/qwen/reproduce.sh if missing, dequantizes the GGUF the checkpoint comes
 # from to F32 and F16 with llama.cpp's own quantizer, builds em's `generate` example, then runs
 # every engine REPEATS times in turn and prints one table: median tok/s, em's ratio to llama.cpp
-# at the same width (of the medians, and the median and range of each round's decode ratio), and
-# the load average before and after.
+# at the same width (of the medians, and the median and range of each round's prefill and
+# decode ratios), and the load average before and after. Each engine feeds the prompt once,
+# untimed, before the timed run (`--warmup 1`), so that neither prefill pays its first
+# forward's costs (llama.cpp faulting in its mapped GGUF, both engines' first allocations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEATS=${1:-3}
@@ -56,9 +58,9 @@ results=$(mktemp)
 for r in $(seq "$REPEATS"); do
   for engine in llama-f32 em-f32 llama-f16 em-f16 em-bf16; do
     case $engine in
-      llama-*) line=$("$PY" scripts/bench_peers_llama.py run "$BENCH/qwen-${engine#llama-}.gguf" "$BENCH/prompt.json" --new 128 --threads "$THREADS") ;;
+      llama-*) line=$("$PY" scripts/bench_peers_llama.py run "$BENCH/qwen-${engine#llama-}.gguf" "$BENCH/prompt.json" --new 128 --threads "$THREADS" --warmup 1) ;;
       em-*) line=$("$EM" --model "$MODELS/qwen2.5-coder-0.5b-instruct-f32" --dtype "${engine#em-}" \
-              --prompt-ids "$BENCH/prompt.json" --max-new-tokens 129 --ignore-eos --json | tail -1) ;;
+              --prompt-ids "$BENCH/prompt.json" --max-new-tokens 129 --ignore-eos --warmup 1 --json | tail -1) ;;
     esac
     echo "$engine $line" | tee -a "$results"
   done
@@ -78,17 +80,18 @@ print(f"\n{len(next(iter(rows.values())))} runs each, median; 128 prompt tokens,
 # Two ratios: of the medians, and the median of each round's ratio (the two engines seconds
 # apart, so less exposed to the machine's bandwidth drifting between rounds), with its range.
 print("| engine | prefill tok/s | decode tok/s | em / llama.cpp (prefill, decode) "
-      "| per round: median (min-max) of decode ratios |")
-print("|---|---|---|---|---|")
+      "| per round: median (min-max) of prefill ratios | of decode ratios |")
+print("|---|---|---|---|---|---|")
 for e in ["llama-f32", "em-f32", "llama-f16", "em-f16", "em-bf16"]:
     if e not in med:
         continue
     m = med[e]
-    ratio = per_round = ""
+    ratio, per_round = "", ["", ""]
     if e in base and base[e] in med:
         b = med[base[e]]
         ratio = f"{m['prefill_tok_s'] / b['prefill_tok_s']:.2f}×, {m['decode_tok_s'] / b['decode_tok_s']:.2f}×"
-        r = [x["decode_tok_s"] / y["decode_tok_s"] for x, y in zip(rows[e], rows[base[e]])]
-        per_round = f"{statistics.median(r):.2f}× ({min(r):.2f}-{max(r):.2f})"
-    print(f"| {e} | {m['prefill_tok_s']:.1f} | {m['decode_tok_s']:.1f} | {ratio} | {per_round} |")
+        for i, k in enumerate(keys):
+            r = [x[k] / y[k] for x, y in zip(rows[e], rows[base[e]])]
+            per_round[i] = f"{statistics.median(r):.2f}× ({min(r):.2f}-{max(r):.2f})"
+    print(f"| {e} | {m['prefill_tok_s']:.1f} | {m['decode_tok_s']:.1f} | {ratio} | {per_round[0]} | {per_round[1]} |")
 PYEOF

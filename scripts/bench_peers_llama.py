@@ -4,10 +4,12 @@
     bench_peers_llama.py quantize SRC.gguf OUT.gguf f32|f16
         dequantizes the Q4_K_M GGUF that scripts/qwen builds the HF checkpoint from into
         all-F32 or mostly-F16 (the same weights em loads from that checkpoint)
-    bench_peers_llama.py run MODEL.gguf PROMPT_IDS_JSON --new 128 --threads 2
+    bench_peers_llama.py run MODEL.gguf PROMPT_IDS_JSON --new 128 --threads 2 [--warmup N]
         prints {"prefill_tok_s", "decode_tok_s", "prompt_tokens", "new_tokens"} as JSON: the prompt's
         ids are fed in one batch, then `--new` tokens are decoded greedily one at a time (EOS
-        ignored, so every engine decodes the same count)
+        ignored, so every engine decodes the same count); with --warmup, the prompt is fed N
+        times (untimed, the cache cleared after each) first, so that the timed prefill runs warm
+        (the mapped GGUF's pages faulted in, the compute buffers allocated)
 """
 import argparse
 import json
@@ -28,10 +30,13 @@ def quantize(src, out, kind):
         sys.exit(f"llama_model_quantize failed with {rc}")
 
 
-def run(model, ids_path, new, threads):
+def run(model, ids_path, new, threads, warmup):
     ids = json.load(open(ids_path))
     llm = llama_cpp.Llama(model_path=model, n_ctx=len(ids) + new + 8, n_batch=512,
                           n_threads=threads, n_threads_batch=threads, verbose=False, seed=0)
+    for _ in range(warmup):
+        llm.reset()
+        llm.eval(ids)
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(ids)
@@ -57,11 +62,12 @@ def main():
     r.add_argument("ids")
     r.add_argument("--new", type=int, default=128)
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--warmup", type=int, default=0)
     a = ap.parse_args()
     if a.cmd == "quantize":
         quantize(a.src, a.out, a.kind)
     else:
-        run(a.model, a.ids, a.new, a.threads)
+        run(a.model, a.ids, a.new, a.threads, a.warmup)
 
 
 if __name__ == "__main__":

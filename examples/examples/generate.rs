@@ -35,6 +35,11 @@ struct Args {
     /// Print the speeds as one JSON line at the end (for scripts).
     #[arg(long)]
     json: bool,
+    /// Untimed generations of one token from the same prompt before the timed one, so that
+    /// the timed prefill runs warm (its first forward's page faults and allocations paid):
+    /// what scripts/bench-peers.sh gives every engine.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
     /// Wrap the prompt in the model's chat template (system prompt + user turn).
     #[arg(long)]
     chat: bool,
@@ -96,6 +101,18 @@ fn main() -> Result<()> {
         ..GenerateConfig::default()
     };
     let generator = Generator::new(&pretrained.model, tok);
+    let warmup = GenerateConfig {
+        max_new_tokens: 1,
+        ..config.clone()
+    };
+    for _ in 0..args.warmup {
+        generator.generate(
+            std::slice::from_ref(&prompt_ids),
+            &warmup,
+            &mut ProcessorChain::new(),
+            |_| {},
+        )?;
+    }
     print!("{text}");
     let t0 = Instant::now();
     // When each token arrived: the first ends the prefill; the median gap between two is the
