@@ -11,9 +11,10 @@
 # from to F32 and F16 with llama.cpp's own quantizer, builds em's `generate` example, then runs
 # every engine REPEATS times in turn and prints one table: median tok/s, em's ratio to llama.cpp
 # at the same width (of the medians, and the median and range of each round's prefill and
-# decode ratios), and the load average before and after. Each engine feeds the prompt once,
-# untimed, before the timed run (`--warmup 1`), so that neither prefill pays its first
-# forward's costs (llama.cpp faulting in its mapped GGUF, both engines' first allocations).
+# decode ratios), how many greedy tokens em's runs share with llama.cpp's, and the load average
+# before and after. Each engine runs the prompt once, untimed, before the timed run (`--warmup
+# 1`: llama.cpp evaluates it, em generates one token from it), so that neither prefill pays its
+# first forward's costs (llama.cpp faulting in its mapped GGUF, both engines' first allocations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEATS=${1:-3}
@@ -94,4 +95,20 @@ for e in ["llama-f32", "em-f32", "llama-f16", "em-f16", "em-bf16"]:
             r = [x[k] / y[k] for x, y in zip(rows[e], rows[base[e]])]
             per_round[i] = f"{statistics.median(r):.2f}× ({min(r):.2f}-{max(r):.2f})"
     print(f"| {e} | {m['prefill_tok_s']:.1f} | {m['decode_tok_s']:.1f} | {ratio} | {per_round[0]} | {per_round[1]} |")
+# Whether the engines compute the same thing: the greedy tokens each em run shares with
+# llama.cpp's run of the same round at the same width, from the first on (f16 and bf16 can part
+# at a near tie: llama.cpp rounds the activations to f16, and bf16 weights are not F16's).
+print()
+for e, b in base.items():
+    if e in rows and b in rows:
+        same = []
+        for x, y in zip(rows[e], rows[b]):
+            n = 0
+            for s, t in zip(x.get("tokens", []), y.get("tokens", [])):
+                if s != t:
+                    break
+                n += 1
+            same.append(n)
+        print(f"{e}: greedy tokens identical to {b}'s for the first {min(same)}-{max(same)} "
+              f"of {len(rows[e][0].get('tokens', []))}")
 PYEOF

@@ -5,7 +5,7 @@
         dequantizes the Q4_K_M GGUF that scripts/qwen builds the HF checkpoint from into
         all-F32 or mostly-F16 (the same weights em loads from that checkpoint)
     bench_peers_llama.py run MODEL.gguf PROMPT_IDS_JSON --new 128 --threads 2 [--warmup N]
-        prints {"prefill_tok_s", "decode_tok_s", "prompt_tokens", "new_tokens"} as JSON: the prompt's
+        prints {"prefill_tok_s", "decode_tok_s", "prompt_tokens", "new_tokens", "tokens"} as JSON: the prompt's
         ids are fed in one batch, then `--new` tokens are decoded greedily one at a time (EOS
         ignored, so every engine decodes the same count); with --warmup, the prompt is fed N
         times (untimed, the cache cleared after each) first, so that the timed prefill runs warm
@@ -30,6 +30,15 @@ def quantize(src, out, kind):
         sys.exit(f"llama_model_quantize failed with {rc}")
 
 
+def last_argmax(llm):
+    """The greedy token after the last eval: llama.cpp's own logits of the last position
+    (`Llama.scores` is written only with `logits_all`, which would compute every prompt
+    position's logits in the timed prefill)."""
+    vocab = llm.n_vocab()
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,))
+    return int(np.argmax(logits))
+
+
 def run(model, ids_path, new, threads, warmup):
     ids = json.load(open(ids_path))
     llm = llama_cpp.Llama(model_path=model, n_ctx=len(ids) + new + 8, n_batch=512,
@@ -41,13 +50,13 @@ def run(model, ids_path, new, threads, warmup):
     t0 = time.perf_counter()
     llm.eval(ids)
     t1 = time.perf_counter()
-    nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tokens = [last_argmax(llm)]
     for _ in range(new):
-        llm.eval([nxt])
-        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        llm.eval([tokens[-1]])
+        tokens.append(last_argmax(llm))
     t2 = time.perf_counter()
     print(json.dumps({"prefill_tok_s": len(ids) / (t1 - t0), "decode_tok_s": new / (t2 - t1),
-                      "prompt_tokens": len(ids), "new_tokens": new}))
+                      "prompt_tokens": len(ids), "new_tokens": new, "tokens": tokens}))
 
 
 def main():

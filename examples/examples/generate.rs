@@ -155,6 +155,7 @@ fn main() -> Result<()> {
                 "prompt_tokens": out.prompt_tokens,
                 "new_tokens": out.tokens.len(),
                 "decode_median_tok_s": median_tok_s,
+                "tokens": out.tokens,
             })
         );
     }
