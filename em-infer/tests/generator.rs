@@ -273,14 +273,16 @@ fn em_inf_keeps_greedy_tokens_and_lowers_entropy() {
     }
 }
 
-/// Leaves the logits alone and reports `value` as every row's input entropy, on `extra` more
-/// rows than it was given.
+/// Leaves the logits alone and reports 42 as every row's input entropy, on `extra` more rows
+/// than it was given.
 struct Reporting {
-    value: f64,
     extra: usize,
     /// What it answers to `reports_input_entropy`.
     claims: bool,
 }
+
+/// [`Reporting`]'s marker value.
+const MARKER: f64 = 42.0;
 
 impl LogitsProcessor for Reporting {
     fn process(&mut self, logits: Tensor<2>, _: &StepContext<'_>) -> Result<Tensor<2>, InferError> {
@@ -295,7 +297,7 @@ impl LogitsProcessor for Reporting {
         let rows = logits.dims()[0] + self.extra;
         Ok(Processed {
             logits,
-            input_entropy: Some(vec![self.value; rows]),
+            input_entropy: Some(vec![MARKER; rows]),
         })
     }
 
@@ -314,41 +316,28 @@ fn model_entropy_comes_from_a_processor_that_reports_it() {
         let generator = Generator::new(&model, &tok);
         let config = greedy(6);
         let plain = run(&generator, &prompts(), &config);
+        let generate_with = |extra, claims| {
+            generator.generate(
+                &prompts(),
+                &config,
+                &mut Reporting { extra, claims },
+                |_| {},
+            )
+        };
+        let ignored = generate_with(1, false).unwrap();
         // Claiming the report (the logits handed over) or not, the same results.
         for claims in [false, true] {
-            let mut marker = Reporting {
-                value: 42.0,
-                extra: 0,
-                claims,
-            };
-            let reported = generator
-                .generate(&prompts(), &config, &mut marker, |_| {})
-                .unwrap();
-            let mut wrong = Reporting {
-                value: 42.0,
-                extra: 1,
-                claims: false,
-            };
-            let ignored = generator
-                .generate(&prompts(), &config, &mut wrong, |_| {})
-                .unwrap();
+            let reported = generate_with(0, claims).unwrap();
             for ((p, r), i) in plain.iter().zip(&reported).zip(&ignored) {
                 assert_eq!(p.tokens, r.tokens, "{name}");
-                assert!(r.model_entropies.iter().all(|h| *h == 42.0), "{name}");
+                assert!(r.model_entropies.iter().all(|h| *h == MARKER), "{name}");
                 assert_eq!(r.entropies, p.entropies, "{name}: the draw's own entropy");
                 assert_eq!(i.model_entropies, p.model_entropies, "{name}");
             }
         }
         // A processor that claims the report and then reports the wrong number of rows has
         // taken the model's logits: a typed error, not another tensor's entropy.
-        let mut broken = Reporting {
-            value: 42.0,
-            extra: 1,
-            claims: true,
-        };
-        let err = generator
-            .generate(&prompts(), &config, &mut broken, |_| {})
-            .unwrap_err();
+        let err = generate_with(1, true).unwrap_err();
         assert!(
             matches!(&err, InferError::Processor { step: 0, message, .. } if message.contains("reports the entropy")),
             "{name}: {err}"
